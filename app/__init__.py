@@ -1,0 +1,1 @@
+"""Stepwell's composition root and adapters: settings, CLI, HTTP, engine, drivers, stores."""

@@ -1,0 +1,1 @@
+"""Adapters between the engine and the outside world: SDK calls, signing, clocks."""

@@ -1,0 +1,130 @@
+"""The worker loop: claim due items in batches, run each with its handler, keep leases alive.
+
+A process runs one ``Worker`` with up to ``capacity`` items in flight.  It claims only as many
+items as it has free slots, so a busy worker leaves the rest to its peers (SKIP LOCKED does the
+sharing).  Handlers commit their own transition (which acks the item); when a handler raises,
+the item is requeued with a short backoff so that an internal error never loses work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from psycopg_pool import AsyncConnectionPool
+
+from app.store import queue as q
+from app.store.db import AsyncConn
+from domain.ports import Clock
+from domain.queue import ClaimedItem, ItemKind
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[ClaimedItem], Awaitable[None]]
+INTERNAL_RETRY_MAX_MS = 60_000
+
+
+class Worker:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConn],
+        handlers: Mapping[ItemKind, Handler],
+        clock: Clock,
+        *,
+        capacity: int = 32,
+        lease_ms: int = 30_000,
+        poll_interval: float = 0.1,
+    ) -> None:
+        self.pool = pool
+        self.handlers = dict(handlers)
+        self.clock = clock
+        self.capacity = capacity
+        self.lease_ms = lease_ms
+        self.poll_interval = poll_interval
+        self.wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            free = self.capacity - len(self._tasks)
+            if free <= 0:
+                await self._wait(self._slot_freed, stop)
+                continue
+            self.wake.clear()
+            items = await self._claim(free)
+            for item in items:
+                self._spawn(item)
+            if len(items) < free:
+                await self._wait(self.wake, stop)
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait for in-flight items (shutdown); unfinished ones fall back to their lease."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _wait(self, event: asyncio.Event, stop: asyncio.Event) -> None:
+        stop_wait = asyncio.ensure_future(stop.wait())
+        event_wait = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait(
+                {stop_wait, event_wait},
+                timeout=self.poll_interval,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            stop_wait.cancel()
+            event_wait.cancel()
+        event.clear()
+
+    async def _claim(self, limit: int) -> list[ClaimedItem]:
+        try:
+            async with self.pool.connection() as conn:
+                return await q.claim_due_items(conn, limit, self.lease_ms, self.clock.now_ms())
+        except Exception:
+            log.exception("claiming queue items failed")
+            return []
+
+    def _spawn(self, item: ClaimedItem) -> None:
+        task = asyncio.create_task(self._process(item))
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._slot_freed.set()
+
+        task.add_done_callback(done)
+
+    async def _process(self, item: ClaimedItem) -> None:
+        handler = self.handlers.get(item.kind)
+        keeper = asyncio.create_task(self._keep_lease(item))
+        try:
+            if handler is None:
+                raise LookupError(f"no handler for queue items of kind {item.kind.value!r}")
+            await handler(item)
+        except Exception:
+            log.exception("queue item %s (%s) failed; requeueing", item.id, item.job_id)
+            await self._requeue_after_error(item)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep_lease(self, item: ClaimedItem) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ms / 2000)
+            async with self.pool.connection() as conn:
+                if not await q.extend_lease(conn, item, self.lease_ms, self.clock.now_ms()):
+                    log.warning("lost the lease on queue item %s", item.id)
+                    return
+
+    async def _requeue_after_error(self, item: ClaimedItem) -> None:
+        delay = min(1000 * 2 ** min(item.attempt, 16), INTERNAL_RETRY_MAX_MS)
+        try:
+            async with self.pool.connection() as conn:
+                await q.requeue_item(conn, item, self.clock.now_ms() + delay, item.attempt + 1)
+        except Exception:
+            log.exception("requeueing item %s failed; its lease will expire", item.id)

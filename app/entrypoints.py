@@ -1,0 +1,119 @@
+"""What each ``stepwell`` command does once its settings are known.
+
+Resolves the database (a given URL, or the embedded PostgreSQL in ``dev``), migrates it,
+then serves HTTP (with in-process workers) or runs workers only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import replace
+from typing import Any
+
+from app.embedded import EmbeddedPostgresError, start_embedded
+from app.settings import Settings
+from app.store.migrate import DatabaseUnavailable, upgrade
+
+log = logging.getLogger("stepwell")
+
+
+class CliError(Exception):
+    """A problem the user can fix; the CLI prints it as one line and exits non-zero."""
+
+
+def run(command: str, settings: Settings) -> None:
+    if command == "start":
+        _require_keys(settings)
+    url, handle = resolve_database(settings)
+    try:
+        upgrade(url)
+    except DatabaseUnavailable as exc:
+        raise CliError(str(exc)) from None
+    if command == "migrate":
+        print(f"stepwell: database {redact(url)} is at the latest schema revision")
+        return
+    if command == "worker":
+        asyncio.run(run_workers(replace(settings, mode="worker"), url))
+    else:
+        serve(settings, url)
+    del handle  # the embedded server stays up while this process needs it
+
+
+def _require_keys(settings: Settings) -> None:
+    from app.drivers.signing import is_valid_signing_key
+
+    if not settings.signing_key:
+        raise CliError(
+            "`stepwell start` needs a signing key (--signing-key or INNGEST_SIGNING_KEY)"
+        )
+    if not is_valid_signing_key(settings.signing_key):
+        raise CliError(
+            "the signing key must be an even-length hex string (optionally prefixed signkey-<env>-)"
+        )
+    if not settings.event_keys:
+        raise CliError(
+            "`stepwell start` needs at least one event key (--event-key or INNGEST_EVENT_KEY)"
+        )
+
+
+def resolve_database(settings: Settings) -> tuple[str, Any]:
+    if settings.database_url:
+        return settings.database_url, None
+    try:
+        return start_embedded(settings.data_dir)
+    except EmbeddedPostgresError as exc:
+        raise CliError(str(exc)) from None
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}"
+
+
+def serve(settings: Settings, url: str) -> None:
+    import uvicorn
+
+    from app.main import create_app
+
+    app = create_app(settings, url)
+    kind = "self-hosted" if settings.is_self_hosted else "dev"
+    print(
+        f"stepwell {kind} server listening on http://{settings.host}:{settings.port} "
+        f"(database: {redact(url)})",
+        flush=True,
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+    )
+    uvicorn.Server(config).run()
+
+
+async def run_workers(settings: Settings, url: str) -> None:
+    from app.clock import SystemClock
+    from app.main import Services
+
+    services = Services(settings=settings, database_url=url, clock=SystemClock())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, services.stop.set)
+    await services.start()
+    print(f"stepwell worker running (database: {redact(url)})", file=sys.stderr, flush=True)
+    try:
+        await services.stop.wait()
+    finally:
+        await services.close()

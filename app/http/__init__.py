@@ -1,0 +1,1 @@
+"""HTTP controllers (Litestar): thin — parse, call one engine/service function, map the result."""

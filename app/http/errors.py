@@ -1,0 +1,56 @@
+"""The one place exceptions become the protocol's error envelope.
+
+Envelope (Inngest ``publicerr``): HTTP status + ``{"error": msg, "status": n, "data": any|null}``
+(plus ``"code"`` where one applies).  Every 4xx/5xx Stepwell answers goes through here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+
+from domain.errors import InvalidEvent, InvalidFunctionConfig, RunNotFound, StepwellError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(StepwellError):
+    """An error meant for the client, with its status and optional data/code."""
+
+    def __init__(
+        self, status: int, message: str, *, data: Any = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.data = data
+        self.code = code
+
+
+def envelope(
+    status: int, message: str, data: Any = None, code: str | None = None, **extra: Any
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {"error": message, "status": status, "data": data, **extra}
+    if code:
+        body["code"] = code
+    return Response(body, status_code=status)
+
+
+def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, ApiError):
+        return envelope(exc.status, exc.message, exc.data, exc.code)
+    if isinstance(exc, InvalidFunctionConfig | InvalidEvent):
+        return envelope(400, str(exc))
+    if isinstance(exc, RunNotFound):
+        return envelope(404, str(exc))
+    if isinstance(exc, NotFoundException):
+        return envelope(404, "not found")
+    if isinstance(exc, ValidationException):
+        return envelope(400, exc.detail or "invalid request", exc.extra or None)
+    if isinstance(exc, HTTPException):
+        return envelope(exc.status_code, exc.detail)
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return envelope(500, "internal server error")

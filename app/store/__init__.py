@@ -1,0 +1,1 @@
+"""The Postgres adapter: connection pool, history, queue, pauses, registry, events."""

@@ -1,0 +1,93 @@
+"""The events table: durable insert of accepted events (with their processing items), reads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from app.store.db import AsyncConn
+from app.store.queue import enqueue_items, to_dt
+from domain.queue import ItemKind, ItemSpec, event_job_id
+
+INSERT_EVENTS = """
+INSERT INTO events (internal_id, id, name, data, "user", ts, v, received_at, source)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[],
+                     %s::bigint[], %s::text[], %s::timestamptz[], %s::text[])
+ON CONFLICT (internal_id) DO NOTHING
+"""
+
+LOAD_EVENT = """
+SELECT internal_id, id, name, data, "user", ts, v, received_at
+  FROM events WHERE internal_id = %s
+"""
+
+
+def event_json(row: Sequence[Any]) -> dict[str, Any]:
+    """The event as SDKs see it: ``name, data, user, id, ts`` (+ ``v``)."""
+    event: dict[str, Any] = {
+        "name": row[2],
+        "data": row[3],
+        "user": row[4],
+        "id": row[1],
+        "ts": row[5],
+    }
+    if row[6]:
+        event["v"] = row[6]
+    return event
+
+
+async def insert_events(
+    conn: AsyncConn,
+    events: Sequence[tuple[str, Mapping[str, Any]]],
+    received_at: datetime,
+    now_ms: int,
+    source: str = "api",
+) -> None:
+    """Store ``(internal_id, event)`` pairs and enqueue one processing item per event.
+
+    Both happen in the caller's transaction, so an event is never stored without being
+    processed later, nor processed without being stored.
+    """
+    if not events:
+        return
+    await conn.execute(
+        INSERT_EVENTS,
+        (
+            [iid for iid, _ in events],
+            [str(e.get("id") or iid) for iid, e in events],
+            [str(e["name"]) for _, e in events],
+            [Jsonb(e.get("data") or {}) for _, e in events],
+            [Jsonb(e.get("user") or {}) for _, e in events],
+            [int(e.get("ts") or now_ms) for _, e in events],
+            [e.get("v") for _, e in events],
+            [received_at] * len(events),
+            [source] * len(events),
+        ),
+    )
+    await enqueue_items(
+        conn,
+        [
+            ItemSpec(
+                kind=ItemKind.EVENT,
+                job_id=event_job_id(iid),
+                available_at=now_ms,
+                payload={"internal_id": iid},
+                max_attempts=20,
+            )
+            for iid, _ in events
+        ],
+        now_ms,
+    )
+
+
+async def load_event(conn: AsyncConn, internal_id: str) -> dict[str, Any] | None:
+    cur = await conn.execute(LOAD_EVENT, (internal_id,))
+    row = await cur.fetchone()
+    return None if row is None else event_json(row)
+
+
+def received(now_ms: int) -> datetime:
+    return to_dt(now_ms)

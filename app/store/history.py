@@ -1,0 +1,63 @@
+"""Run history in Postgres: ``load_history`` and ``append_history``.
+
+Appends are optimistic: the caller says which version it decided on, the new rows take the next
+versions, and ``UNIQUE (run_id, version)`` refuses them if any other writer got there first.
+The refusal surfaces as ``VersionConflict`` and the caller's transaction is rolled back whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from psycopg import errors
+from psycopg.types.json import Jsonb
+
+from app.store.db import AsyncConn
+from domain.codec import decode, encode
+from domain.errors import VersionConflict
+from domain.history import HistoryEvent
+
+LOAD_HISTORY = """
+SELECT type, schema_version, payload
+  FROM run_history
+ WHERE run_id = %s
+ ORDER BY version
+"""
+
+# One statement however many events: the arrays are unnested into rows.
+APPEND_HISTORY = """
+INSERT INTO run_history (run_id, version, type, schema_version, payload)
+SELECT %s, x.version, x.type, x.schema_version, x.payload
+  FROM unnest(%s::int[], %s::text[], %s::smallint[], %s::jsonb[])
+       AS x(version, type, schema_version, payload)
+RETURNING position
+"""
+
+
+async def load_history(conn: AsyncConn, run_id: str) -> list[HistoryEvent]:
+    cur = await conn.execute(LOAD_HISTORY, (run_id,))
+    return [decode(t, v, p) for t, v, p in await cur.fetchall()]
+
+
+async def append_history(
+    conn: AsyncConn, run_id: str, expected_version: int, events: Sequence[HistoryEvent]
+) -> list[int]:
+    """Append ``events`` as versions ``expected_version + 1 …``; return their positions.
+
+    Must run inside a transaction: on conflict the statement fails and the transaction with it.
+    """
+    if not events:
+        return []
+    envelopes = [encode(e) for e in events]
+    params = (
+        run_id,
+        list(range(expected_version + 1, expected_version + 1 + len(events))),
+        [e.type for e in envelopes],
+        [e.schema_version for e in envelopes],
+        [Jsonb(e.payload) for e in envelopes],
+    )
+    try:
+        cur = await conn.execute(APPEND_HISTORY, params)
+    except errors.UniqueViolation as exc:
+        raise VersionConflict(run_id, expected_version) from exc
+    return [row[0] for row in await cur.fetchall()]

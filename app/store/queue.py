@@ -1,0 +1,147 @@
+"""The queue table: enqueue, claim with ``FOR UPDATE SKIP LOCKED``, extend, ack, requeue.
+
+Leasing moves ``available_at`` to the lease expiry, so one condition (``available_at <= now``)
+finds both free due items and items whose worker died; a claim that finds an expired lease
+simply takes it over with a new lease id.  Ack, extend and requeue all check the lease id, so a
+worker that lost its lease can no longer touch the item.  Enqueue notifies ``stepwell_queue``
+(delivered at commit) to wake idle workers; the poll loop is the fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from psycopg.types.json import Jsonb
+
+from app.store.db import AsyncConn
+from domain.ids import new_ulid
+from domain.queue import ClaimedItem, ItemKind, ItemSpec
+
+CHANNEL = "stepwell_queue"
+
+ENQUEUE_ITEMS = """
+WITH inserted AS (
+    INSERT INTO queue_items
+           (kind, job_id, run_id, function_id, available_at, score, max_attempts, payload)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
+                         %s::bigint[], %s::int[], %s::jsonb[])
+    ON CONFLICT (job_id) DO NOTHING
+    RETURNING available_at
+)
+SELECT count(*), coalesce(bool_or(available_at <= %s), false) FROM inserted
+"""
+
+CLAIM_DUE_ITEMS = """
+WITH due AS (
+    SELECT id
+      FROM queue_items
+     WHERE available_at <= %(now)s
+     ORDER BY score, id
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE queue_items AS q
+   SET lease_id = %(lease_id)s, leased_until = %(until)s, available_at = %(until)s
+  FROM due
+ WHERE q.id = due.id
+RETURNING q.id, q.kind, q.job_id, q.run_id, q.function_id, q.attempt, q.max_attempts,
+          q.payload, q.score
+"""
+
+EXTEND_LEASE = """
+UPDATE queue_items SET leased_until = %s, available_at = %s
+ WHERE id = %s AND lease_id = %s
+"""
+
+ACK_ITEM = "DELETE FROM queue_items WHERE id = %s AND lease_id = %s"
+
+REQUEUE_ITEM = """
+UPDATE queue_items
+   SET available_at = %s, attempt = %s, lease_id = NULL, leased_until = NULL
+ WHERE id = %s AND lease_id = %s
+"""
+
+NOTIFY = "SELECT pg_notify(%s, '')"
+
+
+def to_dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def to_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+async def enqueue_items(conn: AsyncConn, items: Sequence[ItemSpec], now_ms: int) -> int:
+    """Insert ``items``; existing job ids are skipped.  Returns how many were inserted."""
+    if not items:
+        return 0
+    cur = await conn.execute(
+        ENQUEUE_ITEMS,
+        (
+            [i.kind.value for i in items],
+            [i.job_id for i in items],
+            [i.run_id for i in items],
+            [i.function_id for i in items],
+            [to_dt(i.available_at) for i in items],
+            [i.effective_score for i in items],
+            [i.max_attempts for i in items],
+            [Jsonb(dict(i.payload)) for i in items],
+            to_dt(now_ms),
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    inserted, due_now = row
+    if due_now:
+        await conn.execute(NOTIFY, (CHANNEL,))
+    return int(inserted)
+
+
+async def claim_due_items(
+    conn: AsyncConn, limit: int, lease_ms: int, now_ms: int
+) -> list[ClaimedItem]:
+    """Lease up to ``limit`` due items in one statement, lowest score first."""
+    lease_id = new_ulid()
+    until = now_ms + lease_ms
+    cur = await conn.execute(
+        CLAIM_DUE_ITEMS,
+        {"now": to_dt(now_ms), "limit": limit, "lease_id": lease_id, "until": to_dt(until)},
+    )
+    rows = sorted(await cur.fetchall(), key=lambda r: (r[8], r[0]))  # RETURNING is unordered
+    return [
+        ClaimedItem(
+            id=r[0],
+            kind=ItemKind(r[1]),
+            job_id=r[2],
+            run_id=r[3],
+            function_id=r[4],
+            attempt=r[5],
+            max_attempts=r[6],
+            payload=r[7],
+            lease_id=lease_id,
+            leased_until=until,
+        )
+        for r in rows
+    ]
+
+
+async def extend_lease(conn: AsyncConn, item: ClaimedItem, lease_ms: int, now_ms: int) -> bool:
+    until = to_dt(now_ms + lease_ms)
+    cur = await conn.execute(EXTEND_LEASE, (until, until, item.id, item.lease_id))
+    return cur.rowcount == 1
+
+
+async def ack_item(conn: AsyncConn, item: ClaimedItem) -> bool:
+    cur = await conn.execute(ACK_ITEM, (item.id, item.lease_id))
+    return cur.rowcount == 1
+
+
+async def requeue_item(
+    conn: AsyncConn, item: ClaimedItem, available_at_ms: int, attempt: int
+) -> bool:
+    cur = await conn.execute(
+        REQUEUE_ITEM, (to_dt(available_at_ms), attempt, item.id, item.lease_id)
+    )
+    return cur.rowcount == 1

@@ -1,0 +1,160 @@
+"""Write-side tables.  The schema carries the invariants; comments say why each exists.
+
+Tables are declared on ``projections.tables.metadata`` so that Alembic sees one schema.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from projections.tables import metadata
+
+#: Every ingested event, user and internal, append-only.  ``internal_id`` (ULID) is ours;
+#: ``id`` is the sender's idempotency key (defaults to the internal id).  A row is durable
+#: before ``/e/`` answers 200.
+events = Table(
+    "events",
+    metadata,
+    Column("internal_id", Text, primary_key=True),
+    Column("id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("user", JSONB, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("v", Text),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("source", Text, nullable=False, server_default=""),
+    Index("ix_events_name_internal_id", "name", "internal_id"),
+    Index("ix_events_received_at", "received_at"),
+)
+
+#: One stream per run.  ``UNIQUE (run_id, version)`` is the optimistic-concurrency guard: two
+#: writers that both loaded version N can never both append N+1, so a step result, a wait's
+#: resolution or a run's end is recorded once.  ``position`` is the global order; ``tx_id`` lets
+#: a tailing projection tell rows whose transaction has not committed yet (position order is
+#: not commit order).
+run_history = Table(
+    "run_history",
+    metadata,
+    Column("position", BigInteger, Identity(always=True), primary_key=True),
+    Column("run_id", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("schema_version", SmallInteger, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column(
+        "tx_id",
+        BigInteger,
+        nullable=False,
+        server_default=text("(pg_current_xact_id())::text::bigint"),
+    ),
+    UniqueConstraint("run_id", "version", name="uq_run_history_run_id_version"),
+)
+
+#: The queue.  ``job_id`` is deterministic and unique, so enqueueing the same job twice is a
+#: no-op.  A leased item has ``available_at`` = its lease expiry: one index then serves both
+#: "due and free" and "lease expired, claim again".  Acked items are deleted, not flagged, to
+#: keep the table small and hot.
+queue_items = Table(
+    "queue_items",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("job_id", Text, nullable=False),
+    Column("run_id", Text),
+    Column("function_id", Text),
+    Column("partition_key", Text),
+    Column("available_at", DateTime(timezone=True), nullable=False),
+    Column("score", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False),
+    Column("lease_id", Text),
+    Column("leased_until", DateTime(timezone=True)),
+    Column("payload", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    UniqueConstraint("job_id", name="uq_queue_items_job_id"),
+    Index("ix_queue_items_available_at", "available_at"),
+    Index("ix_queue_items_run_id", "run_id"),
+)
+
+#: Runs parked on an event: waitForEvent, invoke, cancelOn.  ``match_key`` is an equality the
+#: expression requires (``async.data.id == "42"`` ⇒ ``data.id=42``) so an incoming event finds
+#: its candidates by (event name, key) instead of scanning every pause for that name.
+pauses = Table(
+    "pauses",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("run_id", Text, nullable=False),
+    Column("step_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("event_name", Text, nullable=False),
+    Column("match_key", Text),
+    Column("expression", Text),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("source_event_id", Text),
+    Index("ix_pauses_event_name_match_key", "event_name", "match_key"),
+    Index("ix_pauses_run_id", "run_id"),
+)
+
+#: Synced apps, upserted by name (the URL may change between syncs).
+apps = Table(
+    "apps",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("url", Text, nullable=False),
+    Column("method", Text, nullable=False, server_default="SERVE"),
+    Column("sdk_language", Text, nullable=False, server_default=""),
+    Column("sdk_version", Text, nullable=False, server_default=""),
+    Column("framework", Text),
+    Column("app_version", Text),
+    Column("checksum", Text),
+    Column("error", Text),
+    Column("autodiscovered", SmallInteger, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+#: Functions by (app, slug); ``version`` points at the current row of ``function_versions``.
+functions = Table(
+    "functions",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("app_id", Text, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("slug", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("config", JSONB, nullable=False),
+    Column("archived_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_functions_app_id", "app_id"),
+)
+
+#: Every config a function has had, so a run always knows the config it started with.
+function_versions = Table(
+    "function_versions",
+    metadata,
+    Column("function_id", Text, ForeignKey("functions.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("config", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("function_id", "version"),
+)

@@ -1,0 +1,97 @@
+"""One run transition = one transaction: history, view, effects and the claimed item's ack.
+
+``commit_transition`` appends the decision's history events after ``base_version``, updates the
+runs view if a visible field changed, carries out every effect, and acks (or, for a retry,
+requeues) the claimed queue item — all or nothing.  If another writer appended first
+(``VersionConflict``) or the claimed item's lease was lost (``LeaseLost``), nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from app.store import pauses as pause_repo
+from app.store.db import AsyncConn
+from app.store.events import insert_events, received
+from app.store.history import append_history
+from app.store.queue import ack_item, enqueue_items, requeue_item
+from app.store.runs_view import fold_rows, write_run_row
+from domain.effects import (
+    ClearPause,
+    CreatePause,
+    Decision,
+    EmitEvent,
+    Enqueue,
+    FinishRun,
+    RetryCall,
+)
+from domain.errors import StepwellError
+from domain.history import HistoryEvent
+from domain.queue import ClaimedItem
+
+DELETE_JOB = "DELETE FROM queue_items WHERE job_id = %s"
+DELETE_RUN_ITEMS = "DELETE FROM queue_items WHERE run_id = %s AND id <> %s"
+
+
+class LeaseLost(StepwellError):
+    """The claimed item was re-claimed by another worker (or deleted) meanwhile."""
+
+    def __init__(self, item_id: int) -> None:
+        super().__init__(f"lease on queue item {item_id} was lost")
+        self.item_id = item_id
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    run_id: str
+    history: Sequence[HistoryEvent]  # the run's history the decision was made on
+    decision: Decision
+    claimed: ClaimedItem | None
+    now_ms: int
+
+
+async def commit_transition(
+    conn: AsyncConn, t: Transition, pause_key: Callable[[CreatePause], str | None]
+) -> None:
+    async with conn.transaction():
+        await append_history(conn, t.run_id, len(t.history), t.decision.events)
+        before = fold_rows(None, t.history)
+        after = fold_rows(before, t.decision.events)
+        if after is not None and after != before:
+            await write_run_row(conn, after)
+        retried = await _apply_effects(conn, t, pause_key)
+        if t.claimed is not None and not retried and not await ack_item(conn, t.claimed):
+            raise LeaseLost(t.claimed.id)
+
+
+async def _apply_effects(
+    conn: AsyncConn, t: Transition, pause_key: Callable[[CreatePause], str | None]
+) -> bool:
+    """Carry out the effects; True if the claimed item was requeued rather than acked."""
+    retried = False
+    finished = {e.run_id for e in t.decision.effects if isinstance(e, FinishRun)}
+    # A run that ends in this decision gets no further items of its own.
+    to_enqueue = [
+        e.item
+        for e in t.decision.effects
+        if isinstance(e, Enqueue) and e.item.run_id not in finished
+    ]
+    emitted = [(e.internal_id, e.event) for e in t.decision.effects if isinstance(e, EmitEvent)]
+    for effect in t.decision.effects:
+        if isinstance(effect, RetryCall) and t.claimed is not None:
+            if not await requeue_item(conn, t.claimed, effect.available_at, effect.attempt):
+                raise LeaseLost(t.claimed.id)
+            retried = True
+        elif isinstance(effect, CreatePause):
+            await pause_repo.save_pause(conn, effect, pause_key(effect), t.now_ms)
+        elif isinstance(effect, ClearPause):
+            await pause_repo.delete_pause(conn, effect.pause_id)
+            await conn.execute(DELETE_JOB, (effect.timeout_job_id,))
+        elif isinstance(effect, FinishRun):
+            await pause_repo.delete_run_pauses(conn, effect.run_id)
+            keep = t.claimed.id if t.claimed is not None else -1
+            await conn.execute(DELETE_RUN_ITEMS, (effect.run_id, keep))
+    await enqueue_items(conn, to_enqueue, t.now_ms)
+    await insert_events(conn, emitted, received(t.now_ms), t.now_ms, source="internal")
+    return retried

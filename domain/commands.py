@@ -1,0 +1,85 @@
+"""Commands: what can be asked of a run.  ``decide`` turns each into history events + effects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.opcodes import CallResult
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleRun:
+    run_id: str
+    function_id: str
+    function_slug: str
+    function_version: int
+    app_id: str
+    events: tuple[Any, ...]
+    event_ids: tuple[str, ...]
+    idempotency_key: str
+    max_attempts: int
+    batch_id: str | None = None
+    cron: str | None = None
+    priority: int = 0
+    original_run_id: str | None = None
+    steps: dict[str, Any] = field(default_factory=dict)
+    #: Run no earlier than this (future-dated events, crons, debounce), in ms.
+    not_before: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call:
+    """The queue item whose SDK call produced a result."""
+
+    step_id: str
+    attempt: int
+    max_attempts: int
+    started_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandleCallResult:
+    call: Call
+    result: CallResult
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WakeSleep:
+    step_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeWait:
+    step_id: str
+    event: Any
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeOutWait:
+    step_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteInvoke:
+    step_id: str
+    output: Any
+    child_run_id: str | None = None
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRun:
+    reason: str = "cancelled"
+
+
+Command = (
+    ScheduleRun
+    | HandleCallResult
+    | WakeSleep
+    | ResumeWait
+    | TimeOutWait
+    | CompleteInvoke
+    | CancelRun
+)

@@ -1,0 +1,495 @@
+"""``decide(state, command, ctx)``: the run state machine's only source of transitions.
+
+Given a run (folded from history), a command and a context (clock, randomness, id source,
+expression interpolation), ``decide`` returns the history events to append and the effects to
+carry out in the same transaction.  It performs no I/O; everything that varies is in ``ctx``.
+
+Invariants it keeps (checked by property tests): nothing follows a final status; a step's memo
+is written at most once (first write wins, a late second outcome is a no-op); each decision's
+events apply cleanly on top of ``state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from domain import backoff, durations
+from domain import commands as c
+from domain import history as h
+from domain.effects import ClearPause, CreatePause, Decision, Effect, EmitEvent, Enqueue, RetryCall
+from domain.ids import deterministic_uuid, ulid_ms
+from domain.lifecycle import finish_effects
+from domain.opcodes import (
+    LAZY,
+    PRIORITY,
+    CallFailed,
+    FunctionReturned,
+    Op,
+    Opcode,
+    OpsReported,
+)
+from domain.queue import DISCOVERY_STEP, ItemKind, ItemSpec, start_job_id, step_job_id
+from domain.run import RunState, evolve
+
+MAX_STEPS = 1000
+MAX_OPS_PER_RESPONSE = 1000
+INVOKE_DEFAULT_TIMEOUT = timedelta(days=365)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecideContext:
+    now_ms: int
+    new_id: Callable[[], str]
+    rand: Callable[[], float]
+    #: ``--retry-interval``: a fixed retry delay instead of the backoff table (tests).
+    retry_interval_ms: int | None = None
+    #: Inline ``event.*`` values of the trigger into a wait/cancel expression.
+    interpolate: Callable[[str, Mapping[str, Any]], str] = lambda expr, _event: expr
+
+
+def decide(state: RunState, command: c.Command, ctx: DecideContext) -> Decision:
+    if isinstance(command, c.ScheduleRun):
+        return _schedule(state, command, ctx)
+    if not state.exists or state.is_finished:
+        return Decision([], [])
+    b = _Builder(state, ctx)
+    if isinstance(command, c.HandleCallResult):
+        _handle_call(b, command)
+    elif isinstance(command, c.WakeSleep):
+        if b.parked(command.step_id, "sleep"):
+            b.emit(h.SleepCompleted(at=ctx.now_ms, step_id=command.step_id))
+            b.step_done(command.step_id)
+    elif isinstance(command, c.ResumeWait):
+        if b.parked(command.step_id, "wait"):
+            b.emit(
+                h.WaitMatched(
+                    at=ctx.now_ms,
+                    step_id=command.step_id,
+                    event=command.event,
+                    event_id=command.event_id,
+                )
+            )
+            b.unpark(command.step_id)
+    elif isinstance(command, c.TimeOutWait):
+        if b.parked(command.step_id, "wait"):
+            b.emit(h.WaitTimedOut(at=ctx.now_ms, step_id=command.step_id))
+            b.unpark(command.step_id)
+    elif isinstance(command, c.CompleteInvoke):
+        if b.parked(command.step_id, "invoke"):
+            b.emit(
+                h.InvokeCompleted(
+                    at=ctx.now_ms,
+                    step_id=command.step_id,
+                    output=command.output,
+                    timed_out=command.timed_out,
+                    child_run_id=command.child_run_id,
+                )
+            )
+            b.unpark(command.step_id)
+    elif isinstance(command, c.CancelRun):
+        b.finish(h.RunCancelled(at=ctx.now_ms, reason=command.reason))
+    return b.decision()
+
+
+def _schedule(state: RunState, cmd: c.ScheduleRun, ctx: DecideContext) -> Decision:
+    if state.exists:
+        return Decision([], [])  # a duplicate schedule of the same run changes nothing
+    scheduled = h.RunScheduled(
+        at=ctx.now_ms,
+        run_id=cmd.run_id,
+        function_id=cmd.function_id,
+        function_slug=cmd.function_slug,
+        function_version=cmd.function_version,
+        app_id=cmd.app_id,
+        events=cmd.events,
+        event_ids=cmd.event_ids,
+        idempotency_key=cmd.idempotency_key,
+        max_attempts=cmd.max_attempts,
+        batch_id=cmd.batch_id,
+        cron=cmd.cron,
+        priority=cmd.priority,
+        original_run_id=cmd.original_run_id,
+        steps=dict(cmd.steps),
+    )
+    at = max(ctx.now_ms, cmd.not_before or 0)
+    start = ItemSpec(
+        kind=ItemKind.START,
+        job_id=start_job_id(cmd.function_id, cmd.idempotency_key),
+        available_at=at,
+        run_id=cmd.run_id,
+        function_id=cmd.function_id,
+        payload={"step_id": DISCOVERY_STEP},
+        max_attempts=cmd.max_attempts,
+        score=_score(cmd.run_id, cmd.priority, at, ctx.now_ms),
+    )
+    return Decision([scheduled], [Enqueue(item=start)])
+
+
+def _score(run_id: str, priority: int, at: int, now: int) -> int:
+    # Items due within 2 s are ordered by run age (older runs first) minus the priority
+    # factor; items further out keep their due time (semantics §3.7-3.8).
+    if at <= now + 2000:
+        return ulid_ms(run_id) - priority * 1000
+    return at
+
+
+class _Builder:
+    """Accumulates one decision, keeping a working state that reflects what was emitted."""
+
+    def __init__(self, state: RunState, ctx: DecideContext) -> None:
+        self.state = state
+        self.ctx = ctx
+        self.events: list[h.HistoryEvent] = []
+        self.effects: list[Effect] = []
+
+    def decision(self) -> Decision:
+        return Decision(self.events, self.effects)
+
+    def emit(self, event: h.HistoryEvent) -> None:
+        self.events.append(event)
+        self.state = evolve(self.state, event)
+
+    def parked(self, step_id: str, kind: str) -> bool:
+        return self.state.waiting.get(step_id) == kind and step_id not in self.state.steps
+
+    def unpark(self, step_id: str) -> None:
+        self.effects.append(
+            ClearPause(
+                pause_id=pause_id(self.state.run_id, step_id),
+                timeout_job_id=step_job_id(self.state.run_id, "wait", step_id),
+            )
+        )
+        self.step_done(step_id)
+
+    def enqueue(self, kind: ItemKind, job_id: str, step_id: str, at: int, **payload: Any) -> None:
+        s = self.state
+        self.effects.append(
+            Enqueue(
+                item=ItemSpec(
+                    kind=kind,
+                    job_id=job_id,
+                    available_at=at,
+                    run_id=s.run_id,
+                    function_id=s.function_id,
+                    payload={"step_id": step_id, **payload},
+                    max_attempts=s.max_attempts,
+                    score=_score(s.run_id, s.priority, at, self.ctx.now_ms),
+                )
+            )
+        )
+
+    def discover(self, job_id: str) -> None:
+        self.enqueue(ItemKind.EDGE, job_id, DISCOVERY_STEP, self.ctx.now_ms)
+
+    def step_done(self, step_id: str) -> None:
+        """A step has its memo: call the SDK again unless parallel siblings are outstanding."""
+        s = self.state
+        if s.pending and s.parallel_mode != "race":
+            return
+        if s.force_step_plan and not s.pending and s.request_version >= 2:
+            self.emit(h.DiscoveryScheduled(at=self.ctx.now_ms, clears_force_step_plan=True))
+        self.discover(step_job_id(s.run_id, "next", step_id))
+
+    def finish(self, final: h.HistoryEvent) -> None:
+        self.emit(final)
+        self.effects.extend(finish_effects(self.state, self.ctx.new_id, self.ctx.now_ms))
+
+    def fail_run(self, name: str, message: str) -> None:
+        self.finish(h.RunFailed(at=self.ctx.now_ms, error={"name": name, "message": message}))
+
+
+def pause_id(run_id: str, step_id: str) -> str:
+    return deterministic_uuid(f"{run_id}{step_id}")
+
+
+def _handle_call(b: _Builder, cmd: c.HandleCallResult) -> None:
+    call, result = cmd.call, cmd.result
+    if b.state.started_at is None:
+        b.emit(h.RunStarted(at=call.started_at, request_version=result.request_version))
+    if isinstance(result, FunctionReturned):
+        b.finish(h.RunCompleted(at=b.ctx.now_ms, output=result.output))
+    elif isinstance(result, CallFailed):
+        _call_failed(b, call, result)
+    elif isinstance(result, OpsReported):
+        _handle_ops(b, call, result)
+
+
+def _retry_time(b: _Builder, attempt: int, retry_after_ms: int | None) -> int:
+    if retry_after_ms is not None:
+        return retry_after_ms
+    return backoff.retry_at(attempt, b.ctx.now_ms, b.ctx.rand, b.ctx.retry_interval_ms)
+
+
+def _call_failed(b: _Builder, call: c.Call, result: CallFailed) -> None:
+    if backoff.should_retry(call.attempt, b.state.max_attempts, not result.retryable):
+        retry_at = _retry_time(b, call.attempt, result.retry_after_ms)
+        b.emit(
+            h.StepErrored(
+                at=b.ctx.now_ms,
+                step_id=call.step_id,
+                name=call.step_id,
+                attempt=call.attempt,
+                error=dict(result.error),
+                retry_at=retry_at,
+                started_at=call.started_at,
+            )
+        )
+        b.effects.append(RetryCall(available_at=retry_at, attempt=call.attempt + 1))
+    else:
+        b.finish(h.RunFailed(at=b.ctx.now_ms, error=dict(result.error)))
+
+
+def _handle_ops(b: _Builder, call: c.Call, result: OpsReported) -> None:
+    ops = [op for op in result.ops if op.op is not Opcode.NONE]
+    if not ops:
+        if result.ops and all(not op.id for op in result.ops):
+            b.discover(step_job_id(b.state.run_id, "redrive", call.step_id))
+        return
+    if len(ops) > MAX_OPS_PER_RESPONSE:
+        b.fail_run("InngestErrFunctionOverflowed", "too many steps reported in one response")
+        return
+    ops.sort(key=lambda op: op.op not in PRIORITY)  # stable: waits first, order kept
+    real = [op for op in ops if op.op not in LAZY]
+    if len(real) > 1:
+        mode = next(
+            (str(op.opts.get("parallelMode")) for op in real if op.opts.get("parallelMode")), "wait"
+        )
+        b.emit(
+            h.StepsPlanned(
+                at=b.ctx.now_ms,
+                steps=tuple((op.id, op.ui_name) for op in real),
+                parallel_mode="race" if mode == "race" else "wait",
+            )
+        )
+    for op in ops:
+        if b.state.is_finished:
+            return
+        _handle_op(b, call, result, op)
+
+
+def _handle_op(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
+    now = b.ctx.now_ms
+    if op.op in (Opcode.STEP_RUN, Opcode.STEP, Opcode.STEP_ERROR, Opcode.STEP_FAILED) and (
+        len(b.state.steps) >= MAX_STEPS
+    ):
+        b.fail_run("InngestErrFunctionOverflowed", f"function exceeded {MAX_STEPS} steps")
+        return
+    if op.op in (Opcode.STEP_RUN, Opcode.STEP):
+        if op.id in b.state.steps:
+            return  # already recorded: a duplicate report is a no-op
+        output = {"data": op.data} if op.op is Opcode.STEP_RUN else op.data
+        b.emit(
+            h.StepCompleted(
+                at=now,
+                step_id=op.id,
+                name=op.ui_name,
+                output=output,
+                attempt=call.attempt,
+                started_at=call.started_at,
+                op=op.op.value,
+            )
+        )
+        b.step_done(op.id)
+    elif op.op is Opcode.STEP_ERROR:
+        _step_error(b, call, result, op)
+    elif op.op is Opcode.STEP_FAILED:
+        _step_failed(b, call, op, op.error)
+    elif op.op is Opcode.STEP_PLANNED:
+        b.enqueue(
+            ItemKind.EDGE,
+            step_job_id(b.state.run_id, "plan", op.id),
+            op.id,
+            now - 1,
+            name=op.ui_name,
+        )
+    elif op.op is Opcode.SLEEP:
+        _sleep(b, op)
+    elif op.op is Opcode.WAIT_FOR_EVENT:
+        _wait_for_event(b, op)
+    elif op.op is Opcode.INVOKE_FUNCTION:
+        _invoke(b, op)
+    elif op.op in (Opcode.RUN_COMPLETE, Opcode.SYNC_RUN_COMPLETE):
+        b.finish(h.RunCompleted(at=now, output=op.data))
+    elif op.op is Opcode.DISCOVERY_REQUEST:
+        b.discover(step_job_id(b.state.run_id, "discovery", op.id or call.step_id))
+    elif op.op in (Opcode.GATEWAY, Opcode.AI_GATEWAY, Opcode.WAIT_FOR_SIGNAL):
+        _step_failed(
+            b, call, op, {"name": "Error", "message": f"{op.op.value} is not supported by Stepwell"}
+        )
+
+
+def _step_error(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
+    error = (
+        op.error if isinstance(op.error, Mapping) else {"name": "Error", "message": str(op.error)}
+    )
+    if backoff.should_retry(call.attempt, b.state.max_attempts, result.no_retry):
+        retry_at = _retry_time(b, call.attempt, result.retry_after_ms)
+        b.emit(
+            h.StepErrored(
+                at=b.ctx.now_ms,
+                step_id=op.id,
+                name=op.ui_name,
+                attempt=call.attempt,
+                error=dict(error),
+                retry_at=retry_at,
+                started_at=call.started_at,
+            )
+        )
+        b.effects.append(RetryCall(available_at=retry_at, attempt=call.attempt + 1))
+    else:
+        _step_failed(b, call, op, error)
+
+
+def _step_failed(b: _Builder, call: c.Call, op: Op, error: Any) -> None:
+    if op.id in b.state.steps:
+        return
+    b.emit(
+        h.StepFailed(
+            at=b.ctx.now_ms,
+            step_id=op.id,
+            name=op.ui_name,
+            attempt=call.attempt,
+            error=error,
+            started_at=call.started_at,
+        )
+    )
+    b.step_done(op.id)
+
+
+def _deadline(b: _Builder, spec: Any, default: timedelta | None) -> int | None:
+    """Absolute ms for a duration-or-date option; None when it is beyond the horizon."""
+    now = datetime.fromtimestamp(b.ctx.now_ms / 1000, UTC)
+    if spec in (None, "") and default is not None:
+        target = now + default
+    else:
+        target = durations.parse_time_or_duration(str(spec or ""), now)
+    if target - now > durations.MAX_HORIZON and default is None:
+        return None
+    return int(target.timestamp() * 1000)
+
+
+def _sleep(b: _Builder, op: Op) -> None:
+    until = _deadline(b, op.opts.get("duration") or op.name, None)
+    if until is None:
+        b.fail_run("InngestErrTimeoutTooLong", "sleep is longer than 366 days")
+        return
+    b.emit(h.SleepStarted(at=b.ctx.now_ms, step_id=op.id, name=op.ui_name, until=until))
+    b.enqueue(ItemKind.SLEEP, step_job_id(b.state.run_id, "sleep", op.id), op.id, until)
+
+
+def _wait_for_event(b: _Builder, op: Op) -> None:
+    s = b.state
+    expires = _deadline(b, op.opts.get("timeout"), None)
+    if expires is None:
+        b.fail_run("InngestErrTimeoutTooLong", "waitForEvent timeout is longer than 366 days")
+        return
+    event_name = str(op.opts.get("event") or op.name)
+    raw_if = op.opts.get("if")
+    expression = b.ctx.interpolate(str(raw_if), s.events[0]) if raw_if else None
+    pid = pause_id(s.run_id, op.id)
+    b.emit(
+        h.WaitStarted(
+            at=b.ctx.now_ms,
+            step_id=op.id,
+            name=op.ui_name,
+            event_name=event_name,
+            expression=expression,
+            expires_at=expires,
+            pause_id=pid,
+        )
+    )
+    b.effects.append(
+        CreatePause(
+            pause_id=pid,
+            run_id=s.run_id,
+            step_id=op.id,
+            kind="wait",
+            event_name=event_name,
+            expression=expression,
+            expires_at=expires,
+        )
+    )
+    b.enqueue(
+        ItemKind.PAUSE_TIMEOUT,
+        step_job_id(s.run_id, "wait", op.id),
+        op.id,
+        expires,
+        pause_id=pid,
+        pause_kind="wait",
+    )
+
+
+def _invoke(b: _Builder, op: Op) -> None:
+    s = b.state
+    expires = _deadline(b, op.opts.get("timeout"), INVOKE_DEFAULT_TIMEOUT)
+    assert expires is not None
+    target = str(op.opts.get("function_id") or "")
+    payload = op.opts.get("payload")
+    payload = payload if isinstance(payload, Mapping) else {}
+    correlation = f"{s.run_id}.{op.id}"
+    event_id = str(payload.get("id") or b.ctx.new_id())
+    pid = pause_id(s.run_id, op.id)
+    data = dict(payload.get("data") or {})
+    data["_inngest"] = {
+        "fn_id": target,
+        "correlation_id": correlation,
+        "expire": expires,
+        "gid": "",
+        "name": op.ui_name,
+        "source_app_id": s.app_id,
+        "source_fn_id": s.function_id,
+        "source_fn_v": s.function_version,
+    }
+    event: dict[str, Any] = {
+        "name": "inngest/function.invoked",
+        "data": data,
+        "user": payload.get("user") or {},
+        "id": event_id,
+        "ts": b.ctx.now_ms,
+    }
+    if payload.get("v"):
+        event["v"] = payload["v"]
+    b.emit(
+        h.InvokeStarted(
+            at=b.ctx.now_ms,
+            step_id=op.id,
+            name=op.ui_name,
+            function_slug=target,
+            correlation_id=correlation,
+            invoke_event_id=event_id,
+            expires_at=expires,
+            pause_id=pid,
+        )
+    )
+    b.effects.append(
+        CreatePause(
+            pause_id=pid,
+            run_id=s.run_id,
+            step_id=op.id,
+            kind="invoke",
+            event_name="inngest/function.finished",
+            expression=None,
+            expires_at=expires,
+            source_event_id=event_id,
+            correlation_id=correlation,
+        )
+    )
+    b.enqueue(
+        ItemKind.PAUSE_TIMEOUT,
+        step_job_id(s.run_id, "wait", op.id),
+        op.id,
+        expires,
+        pause_id=pid,
+        pause_kind="invoke",
+    )
+    b.effects.append(EmitEvent(internal_id=b.ctx.new_id(), event=event))
+
+
+INVOKE_TIMEOUT_ERROR = {
+    "name": "InngestInvokeTimeoutError",
+    "message": "Timed out waiting for invoked function to complete",
+    "error": "InngestInvokeTimeoutError: Timed out waiting for invoked function to complete",
+}

@@ -1,0 +1,91 @@
+"""What the engine puts on the queue: item kinds, item specs and deterministic job ids.
+
+A job id is derived from what the item *means* (run, step, purpose), never from when it was
+made, so enqueueing the same continuation twice is a no-op and duplicated work collapses in the
+queue.  Both backends (Postgres and Redis) use these functions, so their ids are identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class ItemKind(Enum):
+    EVENT = "event"
+    START = "start"
+    EDGE = "edge"
+    SLEEP = "sleep"
+    PAUSE_TIMEOUT = "pause-timeout"
+    CANCEL = "cancel"
+    CRON = "cron"
+    DEBOUNCE = "debounce"
+    BATCH = "schedule-batch"
+
+
+#: Discovery: the call that asks the SDK to run the function from the top.
+DISCOVERY_STEP = "step"
+
+#: Internal errors before the first SDK call get more chances than user retries (Inngest: 21).
+START_MAX_ATTEMPTS = 21
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemSpec:
+    """An item to enqueue.  ``available_at`` and ``score`` are milliseconds since the epoch."""
+
+    kind: ItemKind
+    job_id: str
+    available_at: int
+    run_id: str | None = None
+    function_id: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    max_attempts: int = 5
+    #: Claim order among due items: lower first.  Defaults to ``available_at``.
+    score: int | None = None
+
+    @property
+    def effective_score(self) -> int:
+        return self.available_at if self.score is None else self.score
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimedItem:
+    """An item leased to one worker until ``leased_until`` (ms)."""
+
+    id: int
+    kind: ItemKind
+    job_id: str
+    run_id: str | None
+    function_id: str | None
+    attempt: int
+    max_attempts: int
+    lease_id: str
+    leased_until: int
+    payload: Mapping[str, Any]
+
+
+def start_job_id(function_id: str, idempotency_key: str) -> str:
+    return f"{function_id}:{idempotency_key}"
+
+
+def step_job_id(run_id: str, purpose: str, step_id: str) -> str:
+    """Job id of a continuation of ``run_id`` caused by ``step_id``.
+
+    ``purpose`` names the continuation: ``next`` (discovery after a step), ``plan`` (a
+    targeted call), ``sleep``, ``wait``, ``event`` / ``timeout`` (resume paths).
+    """
+    return f"{run_id}:{purpose}:{step_id}"
+
+
+def join_job_id(run_id: str, step_ids: Iterable[str]) -> str:
+    """Discovery after a parallel group joins: one id however many steps finish last."""
+    digest = hashlib.sha1(b"\0".join(s.encode() for s in sorted(step_ids))).hexdigest()[:16]
+    return f"{run_id}:join:{digest}"
+
+
+def event_job_id(internal_event_id: str) -> str:
+    return f"event:{internal_event_id}"
