@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
@@ -40,6 +41,8 @@ class Services:
     database_url: str
     clock: Clock
     pool: AsyncConnectionPool[AsyncConn] | None = None
+    #: The one outbound HTTP client (SDK calls, sync PUTs); see ``app/drivers/http.py``.
+    http: httpx.AsyncClient | None = None
     worker: Worker | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     _listener: asyncio.Task[None] | None = None
@@ -53,6 +56,13 @@ class Services:
     async def start(self) -> None:
         s = self.settings
         self.pool = await open_pool(self.database_url, max_size=max(8, s.workers // 2 + 4))
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=10, read=7200, write=60, pool=60),
+            limits=httpx.Limits(
+                max_connections=max(64, s.workers * 2), max_keepalive_connections=max(32, s.workers)
+            ),
+            follow_redirects=False,
+        )
         if s.run_workers:
             self.worker = Worker(
                 self.pool,
@@ -77,6 +87,8 @@ class Services:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
+        if self.http is not None:
+            await self.http.aclose()
         if self.pool is not None:
             await self.pool.close()
 

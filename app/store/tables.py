@@ -158,3 +158,29 @@ function_versions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("function_id", "version"),
 )
+
+#: One row per event/cron trigger of an active function, so an incoming event finds its
+#: functions with one indexed lookup on the name patterns it can match (exact + wildcards).
+function_triggers = Table(
+    "function_triggers",
+    metadata,
+    Column("function_id", Text, ForeignKey("functions.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("position", SmallInteger, nullable=False),
+    Column("event_name", Text),
+    Column("expression", Text),
+    Column("cron", Text),
+    Column("jitter", Text),
+    PrimaryKeyConstraint("function_id", "position"),
+    Index("ix_function_triggers_event_name", "event_name"),
+)
+
+#: Run idempotency: (function, event id) — or a configured key — starts at most one run.
+#: Rows outlive the run (Inngest keeps these keys 24 h); ``gc`` drops expired ones.
+run_idempotency = Table(
+    "run_idempotency",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("run_id", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
