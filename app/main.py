@@ -12,19 +12,24 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
-from litestar import Litestar, Request, Response
-from litestar.datastructures import State
+from litestar import Litestar
+from litestar.datastructures import MutableScopeHeaders, State
 from litestar.openapi import OpenAPIConfig
+from litestar.types import Message, Scope
 from psycopg_pool import AsyncConnectionPool
 
 from app.clock import SystemClock
 from app.engine.handlers import build_handlers
 from app.engine.worker import Worker
+from app.http import apps as apps_http
+from app.http import dev as dev_http
+from app.http import events, runs
+from app.http import register as register_http
 from app.http.errors import handle_exception
 from app.http.health import health
+from app.registry.discovery import run_sync_loop
 from app.settings import Settings
 from app.store.db import AsyncConn, open_pool
 from app.store.notify import listen
@@ -46,7 +51,17 @@ class Services:
     worker: Worker | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     _listener: asyncio.Task[None] | None = None
+    _sync_task: asyncio.Task[None] | None = None
     _worker_task: asyncio.Task[None] | None = None
+
+    @property
+    def server_kind(self) -> str:
+        return server_kind(self.settings)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        assert self.http is not None, "services not started"
+        return self.http
 
     @property
     def db(self) -> AsyncConnectionPool[AsyncConn]:
@@ -76,9 +91,15 @@ class Services:
                 listen(self.database_url, self.worker.wake, self.stop)
             )
             self._worker_task = asyncio.create_task(self.worker.run(self.stop))
+        if s.mode != "worker" and s.run_workers:
+            self._sync_task = asyncio.create_task(run_sync_loop(self))
 
     async def close(self) -> None:
         self.stop.set()
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
         if self._worker_task is not None:
             # In-flight items get a grace period; whatever is left falls back to its lease.
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
@@ -109,21 +130,25 @@ def create_app(settings: Settings, database_url: str, clock: Clock | None = None
         finally:
             await services.close()
 
-    async def add_server_kind(response: Response[Any]) -> Response[Any]:
-        response.headers["X-Inngest-Server-Kind"] = kind
-        return response
+    async def add_server_kind(message: Message, scope: Scope) -> None:
+        # A before_send hook rather than after_request: Litestar shares handler objects
+        # between app instances, so an after_request closure would leak across apps.
+        if message["type"] == "http.response.start":
+            MutableScopeHeaders.from_message(message)["X-Inngest-Server-Kind"] = kind
 
     return Litestar(
-        route_handlers=[health],
+        route_handlers=[
+            health,
+            *runs.ROUTES,
+            *events.ROUTES,
+            *register_http.ROUTES,
+            *dev_http.ROUTES,
+            *apps_http.ROUTES,
+        ],
         state=State({"services": services}),
         lifespan=[lifespan],
-        after_request=add_server_kind,
+        before_send=[add_server_kind],
         exception_handlers={Exception: handle_exception},
         openapi_config=OpenAPIConfig(title="Stepwell", version="0.1.0", path="/openapi"),
         debug=False,
     )
-
-
-def services_of(request: Request[Any, Any, Any]) -> Services:
-    services: Services = request.app.state.services
-    return services

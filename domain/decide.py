@@ -11,6 +11,7 @@ events apply cleanly on top of ``state``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from domain.queue import DISCOVERY_STEP, ItemKind, ItemSpec, start_job_id, step_
 from domain.run import RunState, evolve
 
 MAX_STEPS = 1000
+MAX_STATE_BYTES = 32 * 1024 * 1024
 MAX_OPS_PER_RESPONSE = 1000
 INVOKE_DEFAULT_TIMEOUT = timedelta(days=365)
 
@@ -281,6 +283,13 @@ def _handle_op(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
         if op.id in b.state.steps:
             return  # already recorded: a duplicate report is a no-op
         output = {"data": op.data} if op.op is Opcode.STEP_RUN else op.data
+        size = len(json.dumps(output, separators=(",", ":")))
+        if b.state.state_size + size > MAX_STATE_BYTES:
+            b.fail_run(
+                "InngestErrStateOverflowed",
+                f"The function run exceeded the state size limit of {MAX_STATE_BYTES} bytes.",
+            )
+            return
         b.emit(
             h.StepCompleted(
                 at=now,
@@ -290,6 +299,7 @@ def _handle_op(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
                 attempt=call.attempt,
                 started_at=call.started_at,
                 op=op.op.value,
+                size=size,
             )
         )
         b.step_done(op.id)

@@ -65,6 +65,8 @@ class StepCompleted(HistoryEvent):
     attempt: int
     started_at: int
     op: str = "StepRun"
+    #: Bytes of ``output`` as JSON; the run's state size is the sum (limit 32 MiB).
+    size: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -70,6 +70,8 @@ class RunState:
     waiting: dict[str, str] = field(default_factory=dict)
     output: Any = None
     error: Any = None
+    #: Bytes of memoized step output so far (Inngest's per-run state limit applies to it).
+    state_size: int = 0
 
     @property
     def exists(self) -> bool:
@@ -117,29 +119,15 @@ def _apply(state: RunState, event: h.HistoryEvent) -> None:
         return
     state.version += 1
     if isinstance(event, h.RunScheduled):
-        state.run_id = event.run_id
-        state.status = RunStatus.QUEUED
-        state.function_id = event.function_id
-        state.function_slug = event.function_slug
-        state.function_version = event.function_version
-        state.app_id = event.app_id
-        state.events = event.events
-        state.event_ids = event.event_ids
-        state.idempotency_key = event.idempotency_key
-        state.max_attempts = event.max_attempts
-        state.batch_id = event.batch_id
-        state.cron = event.cron
-        state.priority = event.priority
-        state.original_run_id = event.original_run_id
-        state.queued_at = event.at
-        for step_id, value in event.steps.items():
-            _memoize(state, step_id, value)
+        _scheduled(state, event)
     elif isinstance(event, h.RunStarted):
         state.status = RunStatus.RUNNING
         state.started_at = event.at
         if event.request_version >= 0:
             state.request_version = event.request_version
     elif isinstance(event, h.StepCompleted):
+        if event.step_id not in state.steps:
+            state.state_size += event.size
         _memoize(state, event.step_id, event.output)
     elif isinstance(event, h.StepFailed):
         _memoize(state, event.step_id, {"error": event.error})
@@ -164,6 +152,26 @@ def _apply(state: RunState, event: h.HistoryEvent) -> None:
             state.force_step_plan = False
     elif isinstance(event, h.FINAL_TYPES):
         _finish(state, event)
+
+
+def _scheduled(state: RunState, event: h.RunScheduled) -> None:
+    state.run_id = event.run_id
+    state.status = RunStatus.QUEUED
+    state.function_id = event.function_id
+    state.function_slug = event.function_slug
+    state.function_version = event.function_version
+    state.app_id = event.app_id
+    state.events = event.events
+    state.event_ids = event.event_ids
+    state.idempotency_key = event.idempotency_key
+    state.max_attempts = event.max_attempts
+    state.batch_id = event.batch_id
+    state.cron = event.cron
+    state.priority = event.priority
+    state.original_run_id = event.original_run_id
+    state.queued_at = event.at
+    for step_id, value in event.steps.items():
+        _memoize(state, step_id, value)
 
 
 def _finish(state: RunState, event: h.HistoryEvent) -> None:

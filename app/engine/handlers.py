@@ -1,9 +1,11 @@
-"""Which handler runs which kind of queue item.  Kinds without a handler yet are requeued."""
+"""Which handler runs which kind of queue item."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
+from app.engine import events, executor
 from app.engine.worker import Handler
 from domain.queue import ItemKind
 
@@ -12,4 +14,10 @@ if TYPE_CHECKING:
 
 
 def build_handlers(services: Services) -> dict[ItemKind, Handler]:
-    return {}
+    return {
+        ItemKind.EVENT: partial(events.handle_event, services),
+        ItemKind.START: partial(executor.execute_call, services),
+        ItemKind.EDGE: partial(executor.execute_call, services),
+        ItemKind.SLEEP: partial(executor.execute_sleep, services),
+        ItemKind.PAUSE_TIMEOUT: partial(executor.execute_pause_timeout, services),
+    }

@@ -164,8 +164,7 @@ function_versions = Table(
 function_triggers = Table(
     "function_triggers",
     metadata,
-    Column("function_id", Text, ForeignKey("functions.id", ondelete="CASCADE"),
-           nullable=False),
+    Column("function_id", Text, ForeignKey("functions.id", ondelete="CASCADE"), nullable=False),
     Column("position", SmallInteger, nullable=False),
     Column("event_name", Text),
     Column("expression", Text),

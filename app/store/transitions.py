@@ -30,7 +30,8 @@ from domain.errors import StepwellError
 from domain.history import HistoryEvent
 from domain.queue import ClaimedItem
 
-DELETE_JOB = "DELETE FROM queue_items WHERE job_id = %s"
+# Never the claimed item itself: it is acked (or requeued) below, under its lease.
+DELETE_JOB = "DELETE FROM queue_items WHERE job_id = %s AND id <> %s"
 DELETE_RUN_ITEMS = "DELETE FROM queue_items WHERE run_id = %s AND id <> %s"
 
 
@@ -87,7 +88,8 @@ async def _apply_effects(
             await pause_repo.save_pause(conn, effect, pause_key(effect), t.now_ms)
         elif isinstance(effect, ClearPause):
             await pause_repo.delete_pause(conn, effect.pause_id)
-            await conn.execute(DELETE_JOB, (effect.timeout_job_id,))
+            keep = t.claimed.id if t.claimed is not None else -1
+            await conn.execute(DELETE_JOB, (effect.timeout_job_id, keep))
         elif isinstance(effect, FinishRun):
             await pause_repo.delete_run_pauses(conn, effect.run_id)
             keep = t.claimed.id if t.claimed is not None else -1

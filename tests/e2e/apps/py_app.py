@@ -294,6 +294,15 @@ async def invoker_timeout(ctx: inngest.Context) -> dict[str, typing.Any]:
     return {"result": res}
 
 
+@client.create_function(fn_id="invoker-missing", trigger=_evt("e2e/invoke-missing"))
+async def invoker_missing(ctx: inngest.Context) -> dict[str, typing.Any]:
+    try:
+        res = await ctx.step.invoke_by_id("call", app_id=APP_ID, function_id="no-such-fn")
+    except Exception as e:  # inngest.StepError: the server could not find the function
+        return {"caught": _err(e)}
+    return {"result": res}
+
+
 # --- events --------------------------------------------------------------
 
 
@@ -353,7 +362,7 @@ functions: list[inngest.Function[typing.Any]] = [
     sequential, flaky, non_retriable, always_fails, retry_after,
     parallel_wait, parallel_race, sleeper, sleep_until, waiter, cancellable,
     invokee, invokee_fails, invokee_slow, invoker, invoker_fails,
-    invoker_timeout, sender, on_sent, multi_trigger, wildcard, expression,
+    invoker_timeout, invoker_missing, sender, on_sent, multi_trigger, wildcard, expression,
     no_steps, big_state,
 ]  # fmt: skip
 

@@ -1,0 +1,254 @@
+"""Calling an SDK over HTTP: build the request of protocol §2.1, classify the reply (§2.2).
+
+``build_request`` turns a run state and the queue item being executed into URL, body and
+headers (signed with the JCS-canonical body in self-hosted mode, which the Python SDK verifies
+over).  ``call`` sends it through the one shared ``httpx.AsyncClient`` and returns a
+``CallResult``: the function returned, reported ops, or failed (retryable or not).  Transport
+errors, non-SDK replies and malformed bodies are failures, never exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from app.drivers.signing import canonical_json, sign
+from domain import backoff
+from domain.opcodes import (
+    CallFailed,
+    CallResult,
+    FunctionReturned,
+    InvalidOp,
+    OpsReported,
+    parse_ops,
+)
+from domain.run import RunState
+
+MAX_REQUEST_BYTES = 4 * 1024 * 1024  # beyond this the SDK fetches state itself (use_api)
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SdkRequest:
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    use_api: bool
+
+
+def step_url(base: str, step_id: str) -> str:
+    """The function URL with ``stepId`` replaced; ``fnId`` and any other parameter kept."""
+    parts = urlsplit(base)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "stepId"]
+    query.append(("stepId", step_id))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def request_body(
+    state: RunState, *, step_id: str, attempt: int, job_id: str, item_id: int, use_api: bool
+) -> dict[str, Any]:
+    steps = {} if use_api else {sid: state.steps[sid] for sid in state.stack}
+    events = [_sdk_event(e) for e in state.events]
+    return {
+        "event": events[0] if events else {},
+        "events": [] if use_api else events,
+        "steps": steps,
+        "defers": {},
+        "ctx": {
+            # fn_id is left out on purpose: its presence turns on the TS SDK's async
+            # checkpointing, which this server does not implement (protocol §2.3).
+            "run_id": state.run_id,
+            "env": "",
+            "step_id": step_id,
+            "attempt": attempt,
+            "max_attempts": state.max_attempts,
+            "stack": {"stack": list(state.stack), "current": len(state.stack)},
+            "qi_id": str(item_id),
+            "request_id": "",
+            "generation_id": attempt + 1,
+            "job_id": job_id,
+            "disable_immediate_execution": state.force_step_plan,
+            "use_api": use_api,
+        },
+        "version": state.request_version if state.request_version in (1, 2) else -1,
+        "use_api": use_api,
+    }
+
+
+def _sdk_event(event: Any) -> Any:
+    if isinstance(event, Mapping) and "user" not in event:
+        return {**event, "user": {}}
+    return event
+
+
+def build_request(
+    state: RunState,
+    *,
+    base_url: str,
+    step_id: str,
+    attempt: int,
+    job_id: str,
+    item_id: int,
+    server_kind: str,
+    signing_key: str | None,
+) -> SdkRequest:
+    def encoded(use_api: bool) -> bytes:
+        payload = request_body(
+            state, step_id=step_id, attempt=attempt, job_id=job_id, item_id=item_id, use_api=use_api
+        )
+        return _encode(payload, signed=signing_key is not None)
+
+    body = encoded(False)
+    use_api = len(body) > MAX_REQUEST_BYTES
+    if use_api:
+        body = encoded(True)
+    headers = {
+        "Content-Type": "application/json",
+        "X-Inngest-Req-Version": str(state.request_version),
+        "X-Inngest-Step-ID": step_id,
+        "X-Run-ID": state.run_id,
+        "X-Inngest-Server-Kind": server_kind,
+        "x-inngest-job-id": job_id,
+    }
+    if signing_key:
+        headers["X-Inngest-Signature"] = sign(body, signing_key, int(time.time()))
+    return SdkRequest(url=step_url(base_url, step_id), body=body, headers=headers, use_api=use_api)
+
+
+def _encode(payload: Any, *, signed: bool) -> bytes:
+    if signed:
+        return canonical_json(payload)
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def call(client: httpx.AsyncClient, request: SdkRequest, now_ms: int) -> CallResult:
+    try:
+        response = await client.post(request.url, content=request.body, headers=request.headers)
+    except httpx.HTTPError as exc:
+        return CallFailed(error=_error("Error", f"request to SDK failed: {exc!r}"))
+    return classify(response.status_code, response.headers, response.content, now_ms)
+
+
+def classify(status: int, headers: Mapping[str, str], content: bytes, now_ms: int) -> CallResult:
+    """Map one SDK reply (already unwrapped from streaming) to a ``CallResult``."""
+    version = _int(headers.get("x-inngest-req-version"))
+    no_retry = headers.get("x-inngest-no-retry", "").lower() == "true"
+    retry_after = _retry_after(headers, now_ms)
+    if len(content) > MAX_RESPONSE_BYTES:
+        return CallFailed(
+            error=_error("InngestErrResponseTooLarge", "the SDK response is larger than 8 MiB"),
+            retryable=False,
+            status=status,
+            request_version=version,
+        )
+    if status == 201:
+        return _unwrap_stream(content, now_ms)
+    from_sdk = "x-inngest-sdk" in headers
+    if 200 <= status < 300 and not from_sdk:
+        return CallFailed(
+            error=_error(
+                "Error",
+                f"the URL answered {status} but is not an Inngest SDK (no X-Inngest-SDK header)",
+            ),
+            status=status,
+            request_version=version,
+        )
+    body = _json(content)
+    if status == 206:
+        try:
+            ops = parse_ops(body.value if body.ok else None)
+        except InvalidOp as exc:
+            return CallFailed(
+                error=_error("Error", f"invalid ops from SDK: {exc}"),
+                status=status,
+                request_version=version,
+            )
+        if not body.ok:
+            return CallFailed(
+                error=_error("Error", "SDK replied 206 with a body that is not JSON"), status=status
+            )
+        return OpsReported(
+            ops=ops, request_version=version, no_retry=no_retry, retry_after_ms=retry_after
+        )
+    if 200 <= status < 300:
+        return FunctionReturned(
+            output=body.value if body.ok else content.decode(errors="replace"),
+            request_version=version,
+        )
+    return CallFailed(
+        error=standard_error(body.value if body.ok else content.decode(errors="replace"), status),
+        retryable=not no_retry,
+        retry_after_ms=retry_after,
+        status=status,
+        request_version=version,
+    )
+
+
+def _unwrap_stream(content: bytes, now_ms: int) -> CallResult:
+    body = _json(content.strip())
+    wrapped = body.value if body.ok else None
+    if not isinstance(wrapped, Mapping) or "status" not in wrapped:
+        return CallFailed(error=_error("Error", "malformed streaming response from SDK"))
+    inner = wrapped.get("body")
+    raw = inner.encode() if isinstance(inner, str) else json.dumps(inner).encode()
+    headers = {str(k).lower(): str(v) for k, v in (wrapped.get("headers") or {}).items()}
+    headers.setdefault("x-inngest-sdk", "streamed")
+    return classify(int(wrapped["status"]), headers, raw, now_ms)
+
+
+def standard_error(body: Any, status: int | None = None) -> dict[str, Any]:
+    """Inngest's StandardError from an SDK error body: name, message, stack (+ cause)."""
+    if isinstance(body, Mapping):
+        nested = body.get("error")
+        inner: Mapping[str, Any] = nested if isinstance(nested, Mapping) else body
+        name = inner.get("name") or "Error"
+        message = (
+            inner.get("message")
+            or (body.get("error") if isinstance(body.get("error"), str) else None)
+            or "Function execution error"
+        )
+        error: dict[str, Any] = {"name": str(name), "message": str(message)}
+        if inner.get("stack"):
+            error["stack"] = str(inner["stack"])
+        if inner.get("cause") is not None:
+            error["cause"] = inner["cause"]
+        return error
+    text = body if isinstance(body, str) and body else f"SDK answered HTTP {status}"
+    return _error("Error", text)
+
+
+def _error(name: str, message: str) -> dict[str, Any]:
+    return {"name": name, "message": message}
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    ok: bool
+    value: Any = None
+
+
+def _json(content: bytes) -> _Parsed:
+    if not content.strip():
+        return _Parsed(True, None)
+    try:
+        return _Parsed(True, json.loads(content))
+    except ValueError:
+        return _Parsed(False)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value) if value is not None else -1
+    except ValueError:
+        return -1
+
+
+def _retry_after(headers: Mapping[str, str], now_ms: int) -> int | None:
+    value = headers.get("retry-after")
+    return backoff.parse_retry_after(value, now_ms) if value else None

@@ -1,0 +1,199 @@
+"""The event handler: what one accepted event sets in motion.
+
+For each ``event`` queue item: resume the runs waiting on it (waitForEvent and invoke pauses,
+found by (event name, equality key) — never by scanning all pauses), then in one transaction
+schedule a run of every function it triggers (name, wildcard and CEL expression; or, for
+``inngest/function.invoked``, the target named in ``data._inngest.fn_id``) and ack the item.
+Resumes happen first and are idempotent (first write wins), so a crash in between replays
+them harmlessly; scheduling is guarded by run idempotency keys, so it happens once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from app import expressions
+from app.engine.transitions import decide_context, key_of, pause_key, run_command
+from app.registry.store import FunctionRecord, function_by_slug_or_id, functions_for_event
+from app.store import pauses as pause_repo
+from app.store.db import AsyncConn
+from app.store.events import event_json, insert_events, received
+from app.store.queue import ack_item, to_dt, to_ms
+from app.store.transitions import Transition, commit_transition
+from domain import commands as c
+from domain.decide import decide
+from domain.ids import new_run_id, new_ulid
+from domain.lifecycle import FINISHED, INVOKED
+from domain.queue import ClaimedItem
+from domain.run import RunState
+
+if TYPE_CHECKING:
+    from app.main import Services
+
+log = logging.getLogger(__name__)
+IDEMPOTENCY_MS = 24 * 3600 * 1000
+
+LOAD_EVENT = """
+SELECT internal_id, id, name, data, "user", ts, v, received_at
+  FROM events WHERE internal_id = %s
+"""
+
+RESERVE_IDEMPOTENCY_KEY = """
+INSERT INTO run_idempotency (key, run_id, expires_at) VALUES (%s, %s, %s)
+ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at
+ WHERE run_idempotency.expires_at < %s
+RETURNING run_id
+"""
+
+
+async def handle_event(services: Services, item: ClaimedItem) -> None:
+    internal_id = str(item.payload["internal_id"])
+    async with services.db.connection() as conn:
+        cur = await conn.execute(LOAD_EVENT, (internal_id,))
+        row = await cur.fetchone()
+        if row is None:
+            log.warning("event %s vanished before processing", internal_id)
+            await ack_item(conn, item)
+            return
+        event = event_json(row)
+        received_at: datetime = row[7]
+        await _resume_pauses(services, conn, internal_id, event, received_at)
+        targets = await _targets(conn, event)
+        async with conn.transaction():
+            for fn in targets:
+                await _schedule(services, conn, fn, internal_id, event)
+            if event["name"] == INVOKED and not targets:
+                await _emit_invoke_not_found(services, conn, event)
+            await ack_item(conn, item)
+
+
+async def _targets(conn: AsyncConn, event: Mapping[str, Any]) -> list[FunctionRecord]:
+    if event["name"] == INVOKED:
+        meta = (event.get("data") or {}).get("_inngest") or {}
+        fn = await function_by_slug_or_id(conn, str(meta.get("fn_id") or ""))
+        return [fn] if fn is not None else []
+    matched = []
+    for fn in await functions_for_event(conn, str(event["name"])):
+        if any(_trigger_matches(t, event) for t in fn.config.event_triggers):
+            matched.append(fn)
+    return matched
+
+
+def _trigger_matches(trigger: Any, event: Mapping[str, Any]) -> bool:
+    from domain.function_config import trigger_patterns
+
+    if trigger.event not in trigger_patterns(str(event["name"])):
+        return False
+    return trigger.expression is None or expressions.evaluate_bool(
+        trigger.expression, {"event": event}
+    )
+
+
+def _idempotency_key(fn: FunctionRecord, key: str) -> str:
+    raw = f"{fn.id}:{key}"
+    return raw if len(raw) <= 200 else f"{fn.id}:sha1:{hashlib.sha1(key.encode()).hexdigest()}"
+
+
+async def _schedule(
+    services: Services,
+    conn: AsyncConn,
+    fn: FunctionRecord,
+    internal_id: str,
+    event: Mapping[str, Any],
+) -> None:
+    now = services.clock.now_ms()
+    run_id = new_run_id(now)
+    key = str(event.get("id") or internal_id)
+    cur = await conn.execute(
+        RESERVE_IDEMPOTENCY_KEY,
+        (_idempotency_key(fn, key), run_id, to_dt(now + IDEMPOTENCY_MS), to_dt(now)),
+    )
+    if await cur.fetchone() is None:
+        return  # this function already ran for this event id within 24 h
+    ts = event.get("ts")
+    command = c.ScheduleRun(
+        run_id=run_id,
+        function_id=fn.id,
+        function_slug=fn.slug,
+        function_version=fn.version,
+        app_id=fn.app_id,
+        events=(dict(event),),
+        event_ids=(internal_id,),
+        idempotency_key=key,
+        max_attempts=fn.config.max_attempts,
+        not_before=ts if isinstance(ts, int) and ts > now else None,
+    )
+    decision = decide(RunState(), command, decide_context(services, now))
+    await commit_transition(conn, Transition(run_id, [], decision, None, now), pause_key)
+
+
+async def _emit_invoke_not_found(
+    services: Services, conn: AsyncConn, event: Mapping[str, Any]
+) -> None:
+    meta = (event.get("data") or {}).get("_inngest") or {}
+    target = str(meta.get("fn_id") or "")
+    now = services.clock.now_ms()
+    data = {
+        "function_id": target,
+        "run_id": "",
+        "event": dict(event),
+        "events": [dict(event)],
+        "error": {"name": "Error", "message": f"could not find function with ID: {target}"},
+        "_inngest": {"status": "Failed"},
+    }
+    if meta.get("correlation_id"):
+        data["correlation_id"] = meta["correlation_id"]
+    finished = {"name": FINISHED, "id": new_ulid(), "data": data, "user": {}, "ts": now}
+    await insert_events(conn, [(new_ulid(), finished)], received(now), now, source="internal")
+
+
+def event_keys(event: Mapping[str, Any]) -> list[str]:
+    """Every ``path=value`` equality this event satisfies (scalar leaves of its objects)."""
+    return sorted(set(_leaves(event, "")))
+
+
+def _leaves(value: Any, prefix: str) -> Iterator[str]:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+    elif prefix and (value is None or isinstance(value, str | int | float | bool)):
+        yield key_of(prefix, value)
+
+
+async def _resume_pauses(
+    services: Services,
+    conn: AsyncConn,
+    internal_id: str,
+    event: Mapping[str, Any],
+    received_at: datetime,
+) -> None:
+    candidates = await pause_repo.find_candidates(
+        conn, str(event["name"]), event_keys(event), to_ms(received_at)
+    )
+    for pause_id, run_id, step_id, kind, expression, _expires, created_at, source in candidates:
+        if source == internal_id or created_at > received_at:
+            continue  # only events received after the wait began, never its own trigger
+        command = _resume_command(kind, step_id, expression, internal_id, event)
+        if command is not None:
+            log.debug("event %s resumes pause %s of run %s", internal_id, pause_id, run_id)
+            await run_command(services, run_id, command, conn=conn)
+
+
+def _resume_command(
+    kind: str, step_id: str, expression: str | None, internal_id: str, event: Mapping[str, Any]
+) -> c.Command | None:
+    if kind == "invoke":
+        data = event.get("data") or {}
+        output = {"data": data["result"]} if "result" in data else {"error": data.get("error")}
+        return c.CompleteInvoke(
+            step_id=step_id, output=output, child_run_id=str(data.get("run_id") or "") or None
+        )
+    if kind == "wait":
+        if expression and not expressions.evaluate_bool(expression, {"async": event}):
+            return None
+        return c.ResumeWait(step_id=step_id, event=dict(event), event_id=internal_id)
+    return None

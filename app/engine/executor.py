@@ -1,0 +1,87 @@
+"""Queue handlers for a run's own items: SDK calls (start/edge), sleeps, pause timeouts.
+
+A call item is executed by loading the run (one query + fold), calling the SDK with the
+request of protocol §2.1 while the worker keeps the lease alive, and committing the decided
+transition — which acks the item — in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from app.drivers import http as driver
+from app.engine.transitions import run_command
+from app.registry.store import function_at_version, function_by_slug_or_id
+from app.store.history import load_history
+from app.store.queue import ack_item
+from domain import commands as c
+from domain.decide import INVOKE_TIMEOUT_ERROR
+from domain.opcodes import CallFailed, CallResult
+from domain.queue import ClaimedItem
+from domain.run import fold
+
+if TYPE_CHECKING:
+    from app.main import Services
+
+log = logging.getLogger(__name__)
+
+
+async def execute_call(services: Services, item: ClaimedItem) -> None:
+    run_id = str(item.run_id)
+    step_id = str(item.payload.get("step_id") or "step")
+    async with services.db.connection() as conn:
+        history = await load_history(conn, run_id)
+        state = fold(history)
+        if not state.exists or state.is_finished or step_id in state.steps:
+            await ack_item(conn, item)  # nothing left to do for this item
+            return
+        fn = await function_by_slug_or_id(conn, state.function_id) or await function_at_version(
+            conn, state.function_id, state.function_version
+        )
+    started = services.clock.now_ms()
+    if fn is None:
+        result: CallResult = CallFailed(
+            error={"name": "Error", "message": f"function {state.function_slug} not found"},
+            retryable=False,
+        )
+    else:
+        request = driver.build_request(
+            state,
+            base_url=fn.config.step_url,
+            step_id=step_id,
+            attempt=item.attempt,
+            job_id=item.job_id,
+            item_id=item.id,
+            server_kind=services.server_kind,
+            signing_key=services.settings.signing_key,
+        )
+        result = await driver.call(services.client, request, services.clock.now_ms())
+    call = c.Call(
+        step_id=step_id, attempt=item.attempt, max_attempts=state.max_attempts, started_at=started
+    )
+    await run_command(
+        services,
+        run_id,
+        c.HandleCallResult(call=call, result=result),
+        claimed=item,
+        history=history,
+    )
+
+
+async def execute_sleep(services: Services, item: ClaimedItem) -> None:
+    await run_command(
+        services, str(item.run_id), c.WakeSleep(step_id=str(item.payload["step_id"])), claimed=item
+    )
+
+
+async def execute_pause_timeout(services: Services, item: ClaimedItem) -> None:
+    step_id = str(item.payload["step_id"])
+    command: c.Command
+    if item.payload.get("pause_kind") == "invoke":
+        command = c.CompleteInvoke(
+            step_id=step_id, output={"error": INVOKE_TIMEOUT_ERROR}, timed_out=True
+        )
+    else:
+        command = c.TimeOutWait(step_id=step_id)
+    await run_command(services, str(item.run_id), command, claimed=item)

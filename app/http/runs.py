@@ -1,0 +1,128 @@
+"""Run endpoints: REST v1 run reads and cancellation, and the SDK's ``use_api`` state fetch.
+
+* ``GET /v1/runs/{id}``, ``DELETE /v1/runs/{id}`` (also ``DELETE /v0/runs/{id}``),
+  ``GET /v1/events/{id}/runs`` — REST v1 envelopes ``{"data": …, "metadata": …}``.
+* ``GET /v0/runs/{id}/batch`` and ``/actions`` — what an SDK fetches when a request was too
+  large to carry the events and step results (protocol §2.1).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Request, Response, delete, get
+from litestar.params import FromPath
+
+from app.engine.transitions import run_command
+from app.http.auth import require_signing_key
+from app.http.context import services_of
+from app.http.errors import ApiError
+from app.store.history import load_history
+from app.store.runs_view import load_run_row
+from domain import commands as c
+from domain.ids import ENV_ID, is_ulid
+from domain.run import fold
+from projections.runs import RunRow
+
+RUNS_FOR_EVENT = """
+SELECT run_id FROM runs WHERE event_ids @> ARRAY[%s]::text[] ORDER BY run_id
+"""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def run_json(row: RunRow) -> dict[str, Any]:
+    """REST v1 ``FunctionRun``."""
+    out: dict[str, Any] = {
+        "run_id": row.run_id,
+        "run_started_at": _iso(row.started_at or row.queued_at),
+        "function_id": row.function_id,
+        "function_version": row.function_version,
+        "environment_id": ENV_ID,
+        "event_id": row.event_ids[0] if row.event_ids else None,
+        "status": row.status,
+        "ended_at": _iso(row.ended_at),
+        "output": row.output,
+    }
+    for key in ("batch_id", "original_run_id", "cron"):
+        if getattr(row, key):
+            out[key] = getattr(row, key)
+    return out
+
+
+def envelope(data: Any) -> dict[str, Any]:
+    return {"data": data, "metadata": {"fetched_at": _iso(datetime.now(UTC)), "cached_until": None}}
+
+
+def _check_id(run_id: str) -> None:
+    if not is_ulid(run_id):
+        raise ApiError(400, f"invalid run id: {run_id!r} is not a ULID")
+
+
+@get("/v1/runs/{run_id:str}", guards=[require_signing_key])
+async def get_run(request: Request[Any, Any, Any], run_id: FromPath[str]) -> dict[str, Any]:
+    """A run's status and output."""
+    _check_id(run_id)
+    async with services_of(request).db.connection() as conn:
+        row = await load_run_row(conn, run_id)
+    if row is None:
+        raise ApiError(404, f"Unable to load function run: run {run_id} not found")
+    return envelope(run_json(row))
+
+
+@get("/v1/events/{event_id:str}/runs", guards=[require_signing_key])
+async def runs_for_event(
+    request: Request[Any, Any, Any], event_id: FromPath[str]
+) -> dict[str, Any]:
+    """The runs an event (by internal id) started."""
+    async with services_of(request).db.connection() as conn:
+        cur = await conn.execute(RUNS_FOR_EVENT, (event_id,))
+        rows = [await load_run_row(conn, r[0]) for r in await cur.fetchall()]
+    return envelope([run_json(r) for r in rows if r is not None])
+
+
+@delete(
+    ["/v1/runs/{run_id:str}", "/v0/runs/{run_id:str}"],
+    status_code=200,
+    guards=[require_signing_key],
+)
+async def cancel_run(request: Request[Any, Any, Any], run_id: FromPath[str]) -> Response[Any]:
+    """Cancel a running run (idempotent; an ended run is left as it is)."""
+    _check_id(run_id)
+    services = services_of(request)
+    async with services.db.connection() as conn:
+        if not await load_history(conn, run_id):
+            raise ApiError(404, f"run {run_id} not found")
+    await run_command(services, run_id, c.CancelRun(reason="cancelled via API"))
+    return Response(envelope({"run_id": run_id}), status_code=200)
+
+
+async def _state(request: Request[Any, Any, Any], run_id: str) -> Any:
+    _check_id(run_id)
+    async with services_of(request).db.connection() as conn:
+        state = fold(await load_history(conn, run_id))
+    if not state.exists:
+        raise ApiError(404, f"run {run_id} not found")
+    if state.is_finished:
+        raise ApiError(410, f"run {run_id} has ended; its state is gone")
+    return state
+
+
+@get("/v0/runs/{run_id:str}/batch", guards=[require_signing_key])
+async def run_batch(request: Request[Any, Any, Any], run_id: FromPath[str]) -> list[Any]:
+    """The run's trigger events (for an SDK whose request carried ``use_api``)."""
+    state = await _state(request, run_id)
+    return [dict(e, user=e.get("user") or {}) for e in state.events]
+
+
+@get("/v0/runs/{run_id:str}/actions", guards=[require_signing_key])
+async def run_actions(request: Request[Any, Any, Any], run_id: FromPath[str]) -> dict[str, Any]:
+    """The run's memoized step results, shaped like the request's ``steps``."""
+    state = await _state(request, run_id)
+    return {sid: state.steps[sid] for sid in state.stack}
+
+
+ROUTES = [get_run, runs_for_event, cancel_run, run_batch, run_actions]

@@ -1,0 +1,1 @@
+"""The app registry: syncing SDK apps and reading their functions."""
