@@ -420,6 +420,7 @@ def _wait_for_event(b: _Builder, op: Op) -> None:
             event_name=event_name,
             expression=expression,
             expires_at=expires,
+            created_at=b.ctx.now_ms,
         )
     )
     b.enqueue(
@@ -483,6 +484,7 @@ def _invoke(b: _Builder, op: Op) -> None:
             event_name="inngest/function.finished",
             expression=None,
             expires_at=expires,
+            created_at=b.ctx.now_ms,
             source_event_id=event_id,
             correlation_id=correlation,
         )

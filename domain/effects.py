@@ -36,6 +36,8 @@ class CreatePause:
     event_name: str
     expression: str | None
     expires_at: int
+    #: Only events received at or after this time (ms) may resume the pause.
+    created_at: int
     #: The event that created the pause never resumes it (invoke: the invocation event).
     source_event_id: str | None = None
     #: Invoke pauses are found by correlation id instead of an expression.

@@ -11,12 +11,14 @@ import logging
 from typing import TYPE_CHECKING
 
 from app.drivers import http as driver
+from app.engine.pauses import catch_up_wait
 from app.engine.transitions import run_command
 from app.registry.store import function_at_version, function_by_slug_or_id
 from app.store.history import load_history
 from app.store.queue import ack_item
 from domain import commands as c
 from domain.decide import INVOKE_TIMEOUT_ERROR
+from domain.effects import CreatePause
 from domain.opcodes import CallFailed, CallResult
 from domain.queue import ClaimedItem
 from domain.run import fold
@@ -60,13 +62,17 @@ async def execute_call(services: Services, item: ClaimedItem) -> None:
     call = c.Call(
         step_id=step_id, attempt=item.attempt, max_attempts=state.max_attempts, started_at=started
     )
-    await run_command(
+    decision = await run_command(
         services,
         run_id,
         c.HandleCallResult(call=call, result=result),
         claimed=item,
         history=history,
     )
+    if decision is not None:
+        for effect in decision.effects:
+            if isinstance(effect, CreatePause) and effect.kind == "wait":
+                await catch_up_wait(services, effect)
 
 
 async def execute_sleep(services: Services, item: ClaimedItem) -> None:

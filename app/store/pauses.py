@@ -29,9 +29,7 @@ SELECT id, run_id, step_id, kind, expression, expires_at, created_at, source_eve
 """
 
 
-async def save_pause(
-    conn: AsyncConn, pause: CreatePause, match_key: str | None, now_ms: int
-) -> None:
+async def save_pause(conn: AsyncConn, pause: CreatePause, match_key: str | None) -> None:
     await conn.execute(
         INSERT_PAUSE,
         (
@@ -43,7 +41,7 @@ async def save_pause(
             match_key,
             pause.expression,
             to_dt(pause.expires_at),
-            to_dt(now_ms),
+            to_dt(pause.created_at),
             pause.source_event_id,
         ),
     )

@@ -85,7 +85,7 @@ async def _apply_effects(
                 raise LeaseLost(t.claimed.id)
             retried = True
         elif isinstance(effect, CreatePause):
-            await pause_repo.save_pause(conn, effect, pause_key(effect), t.now_ms)
+            await pause_repo.save_pause(conn, effect, pause_key(effect))
         elif isinstance(effect, ClearPause):
             await pause_repo.delete_pause(conn, effect.pause_id)
             keep = t.claimed.id if t.claimed is not None else -1

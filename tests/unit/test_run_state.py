@@ -123,3 +123,40 @@ def test_the_same_history_folded_twice_gives_the_same_state() -> None:
     assert replayed == history
     assert fold(history) == fold(replayed) == fold(history)
     assert fold(history).version == len(history)
+
+
+def test_a_cancelled_run_emits_finished_and_cancelled_with_the_run_id() -> None:
+    state, _ = run_through(schedule())
+    decision = decide(state, c.CancelRun(reason="user"), ctx())
+    emitted = [e.event for e in decision.effects if isinstance(e, EmitEvent)]
+    assert [e["name"] for e in emitted] == [
+        "inngest/function.finished",
+        "inngest/function.cancelled",
+    ]
+    assert emitted[1]["id"] == RUN
+    assert emitted[0]["data"]["_inngest"]["status"] == "Cancelled"
+
+
+def test_runs_triggered_by_lifecycle_events_emit_none_themselves() -> None:
+    failed = {
+        "name": "inngest/function.failed",
+        "data": {"function_id": "app-fn"},
+        "id": "x",
+        "ts": T0,
+        "user": {},
+    }
+    state, _ = run_through(
+        c.ScheduleRun(
+            run_id=RUN,
+            function_id="fn2",
+            function_slug="app-fn-failure",
+            function_version=1,
+            app_id="app",
+            events=(failed,),
+            event_ids=("01KBKA0ZM0000000000000EVNT",),
+            idempotency_key="x",
+            max_attempts=1,
+        )
+    )
+    done = decide(state, c.HandleCallResult(call=call(), result=FunctionReturned(output=1)), ctx())
+    assert [e for e in done.effects if isinstance(e, EmitEvent)] == []
