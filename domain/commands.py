@@ -24,8 +24,16 @@ class ScheduleRun:
     priority: int = 0
     original_run_id: str | None = None
     steps: dict[str, Any] = field(default_factory=dict)
-    #: Run no earlier than this (future-dated events, crons, debounce), in ms.
+    #: Run no earlier than this (future-dated events, crons, throttle), in ms.
     not_before: int | None = None
+    #: Capacity buckets every step of the run counts against: (key, limit).
+    concurrency: tuple[tuple[str, int], ...] = ()
+    start_timeout_ms: int | None = None
+    finish_timeout_ms: int | None = None
+    #: cancelOn entries: (event name, ``if`` expression or None, timeout or None).
+    cancel_on: tuple[tuple[str, str | None, str | None], ...] = ()
+    #: Record the run as skipped instead of starting it (e.g. a held singleton).
+    skip_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +78,13 @@ class CompleteInvoke:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EnforceTimeout:
+    """``timeouts.start`` (not started yet) or ``timeouts.finish`` (not ended yet) expired."""
+
+    kind: str  # "start" | "finish"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CancelRun:
     reason: str = "cancelled"
 
@@ -81,5 +96,6 @@ Command = (
     | ResumeWait
     | TimeOutWait
     | CompleteInvoke
+    | EnforceTimeout
     | CancelRun
 )

@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from domain import backoff, durations
 from domain import commands as c
 from domain import history as h
 from domain.effects import ClearPause, CreatePause, Decision, Effect, EmitEvent, Enqueue, RetryCall
-from domain.ids import deterministic_uuid, ulid_ms
+from domain.ids import deterministic_uuid
 from domain.lifecycle import finish_effects
 from domain.opcodes import (
     LAZY,
@@ -32,8 +32,9 @@ from domain.opcodes import (
     Opcode,
     OpsReported,
 )
-from domain.queue import DISCOVERY_STEP, ItemKind, ItemSpec, start_job_id, step_job_id
+from domain.queue import DISCOVERY_STEP, ItemKind, ItemSpec, step_job_id
 from domain.run import RunState, evolve
+from domain.schedule import schedule, score, timeout_item
 
 MAX_STEPS = 1000
 MAX_STATE_BYTES = 32 * 1024 * 1024
@@ -54,7 +55,7 @@ class DecideContext:
 
 def decide(state: RunState, command: c.Command, ctx: DecideContext) -> Decision:
     if isinstance(command, c.ScheduleRun):
-        return _schedule(state, command, ctx)
+        return schedule(state, command, ctx)
     if not state.exists or state.is_finished:
         return Decision([], [])
     b = _Builder(state, ctx)
@@ -91,51 +92,12 @@ def decide(state: RunState, command: c.Command, ctx: DecideContext) -> Decision:
                 )
             )
             b.unpark(command.step_id)
+    elif isinstance(command, c.EnforceTimeout):
+        if command.kind == "finish" or b.state.started_at is None:
+            b.finish(h.RunCancelled(at=ctx.now_ms, reason=f"{command.kind} timeout"))
     elif isinstance(command, c.CancelRun):
         b.finish(h.RunCancelled(at=ctx.now_ms, reason=command.reason))
     return b.decision()
-
-
-def _schedule(state: RunState, cmd: c.ScheduleRun, ctx: DecideContext) -> Decision:
-    if state.exists:
-        return Decision([], [])  # a duplicate schedule of the same run changes nothing
-    scheduled = h.RunScheduled(
-        at=ctx.now_ms,
-        run_id=cmd.run_id,
-        function_id=cmd.function_id,
-        function_slug=cmd.function_slug,
-        function_version=cmd.function_version,
-        app_id=cmd.app_id,
-        events=cmd.events,
-        event_ids=cmd.event_ids,
-        idempotency_key=cmd.idempotency_key,
-        max_attempts=cmd.max_attempts,
-        batch_id=cmd.batch_id,
-        cron=cmd.cron,
-        priority=cmd.priority,
-        original_run_id=cmd.original_run_id,
-        steps=dict(cmd.steps),
-    )
-    at = max(ctx.now_ms, cmd.not_before or 0)
-    start = ItemSpec(
-        kind=ItemKind.START,
-        job_id=start_job_id(cmd.function_id, cmd.idempotency_key),
-        available_at=at,
-        run_id=cmd.run_id,
-        function_id=cmd.function_id,
-        payload={"step_id": DISCOVERY_STEP},
-        max_attempts=cmd.max_attempts,
-        score=_score(cmd.run_id, cmd.priority, at, ctx.now_ms),
-    )
-    return Decision([scheduled], [Enqueue(item=start)])
-
-
-def _score(run_id: str, priority: int, at: int, now: int) -> int:
-    # Items due within 2 s are ordered by run age (older runs first) minus the priority
-    # factor; items further out keep their due time (semantics §3.7-3.8).
-    if at <= now + 2000:
-        return ulid_ms(run_id) - priority * 1000
-    return at
 
 
 class _Builder:
@@ -178,7 +140,8 @@ class _Builder:
                     function_id=s.function_id,
                     payload={"step_id": step_id, **payload},
                     max_attempts=s.max_attempts,
-                    score=_score(s.run_id, s.priority, at, self.ctx.now_ms),
+                    score=score(s.run_id, s.priority, at, self.ctx.now_ms),
+                    concurrency=s.concurrency if kind is ItemKind.EDGE else (),
                 )
             )
         )
@@ -211,6 +174,14 @@ def _handle_call(b: _Builder, cmd: c.HandleCallResult) -> None:
     call, result = cmd.call, cmd.result
     if b.state.started_at is None:
         b.emit(h.RunStarted(at=call.started_at, request_version=result.request_version))
+        if b.state.finish_timeout_ms is not None:
+            b.effects.append(
+                Enqueue(
+                    item=timeout_item(
+                        b.state, "finish", call.started_at + b.state.finish_timeout_ms
+                    )
+                )
+            )
     if isinstance(result, FunctionReturned):
         b.finish(h.RunCompleted(at=b.ctx.now_ms, output=result.output))
     elif isinstance(result, CallFailed):
@@ -370,15 +341,7 @@ def _step_failed(b: _Builder, call: c.Call, op: Op, error: Any) -> None:
 
 
 def _deadline(b: _Builder, spec: Any, default: timedelta | None) -> int | None:
-    """Absolute ms for a duration-or-date option; None when it is beyond the horizon."""
-    now = datetime.fromtimestamp(b.ctx.now_ms / 1000, UTC)
-    if spec in (None, "") and default is not None:
-        target = now + default
-    else:
-        target = durations.parse_time_or_duration(str(spec or ""), now)
-    if target - now > durations.MAX_HORIZON and default is None:
-        return None
-    return int(target.timestamp() * 1000)
+    return durations.deadline_ms(b.ctx.now_ms, spec, default)
 
 
 def _sleep(b: _Builder, op: Op) -> None:

@@ -183,3 +183,19 @@ def parse_time_or_duration(s: str, now: datetime) -> datetime:
 def beyond_horizon(at: datetime, now: datetime) -> bool:
     """Whether ``at`` lies further than ``MAX_HORIZON`` after ``now`` (such steps fail)."""
     return at - now > MAX_HORIZON
+
+
+def deadline_ms(now_ms: int, spec: object, default: timedelta | None = None) -> int | None:
+    """Absolute ms for an option that is a duration or a date (``timeout``, sleeps).
+
+    An empty spec means ``default`` from now (or now itself when there is no default); a
+    target beyond ``MAX_HORIZON`` gives None unless a default exists.
+    """
+    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    if spec in (None, "") and default is not None:
+        target = now + default
+    else:
+        target = parse_time_or_duration(str(spec or ""), now)
+    if target - now > MAX_HORIZON and default is None:
+        return None
+    return int(target.timestamp() * 1000)

@@ -45,6 +45,10 @@ class RunScheduled(HistoryEvent):
     original_run_id: str | None = None
     #: Memos carried over by a rerun from a step (``rerun(fromStep)``).
     steps: dict[str, JSON] = field(default_factory=dict)
+    #: Concurrency buckets (key, limit) every step item of the run is counted in.
+    concurrency: tuple[tuple[str, int], ...] = ()
+    start_timeout_ms: int | None = None
+    finish_timeout_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -46,6 +46,8 @@ class ItemSpec:
     max_attempts: int = 5
     #: Claim order among due items: lower first.  Defaults to ``available_at``.
     score: int | None = None
+    #: Capacity buckets (key, limit) this item needs a free slot in to be leased.
+    concurrency: tuple[tuple[str, int], ...] = ()
 
     @property
     def effective_score(self) -> int:
@@ -66,6 +68,8 @@ class ClaimedItem:
     lease_id: str
     leased_until: int
     payload: Mapping[str, Any]
+    #: The concurrency buckets the item occupies while leased.
+    concurrency_keys: tuple[str, ...] = ()
 
 
 def start_job_id(function_id: str, idempotency_key: str) -> str:

@@ -72,6 +72,8 @@ class RunState:
     error: Any = None
     #: Bytes of memoized step output so far (Inngest's per-run state limit applies to it).
     state_size: int = 0
+    concurrency: tuple[tuple[str, int], ...] = ()
+    finish_timeout_ms: int | None = None
 
     @property
     def exists(self) -> bool:
@@ -170,6 +172,8 @@ def _scheduled(state: RunState, event: h.RunScheduled) -> None:
     state.priority = event.priority
     state.original_run_id = event.original_run_id
     state.queued_at = event.at
+    state.concurrency = event.concurrency
+    state.finish_timeout_ms = event.finish_timeout_ms
     for step_id, value in event.steps.items():
         _memoize(state, step_id, value)
 

@@ -10,43 +10,33 @@ them harmlessly; scheduling is guarded by run idempotency keys, so it happens on
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app import expressions
-from app.engine.transitions import decide_context, key_of, pause_key, run_command
+from app.engine.batching import add_to_batch, batch_applies, debounce_event
+from app.engine.scheduling import RunRequest, rate_limited, schedule_run
+from app.engine.transitions import key_of, run_command
 from app.registry.store import FunctionRecord, function_by_slug_or_id, functions_for_event
 from app.store import pauses as pause_repo
 from app.store.db import AsyncConn
 from app.store.events import event_json, insert_events, received
-from app.store.queue import ack_item, to_dt, to_ms
-from app.store.transitions import Transition, commit_transition
+from app.store.queue import ack_item, to_ms
 from domain import commands as c
-from domain.decide import decide
-from domain.ids import new_run_id, new_ulid
+from domain.ids import new_ulid
 from domain.lifecycle import FINISHED, INVOKED
 from domain.queue import ClaimedItem
-from domain.run import RunState
 
 if TYPE_CHECKING:
     from app.main import Services
 
 log = logging.getLogger(__name__)
-IDEMPOTENCY_MS = 24 * 3600 * 1000
 
 LOAD_EVENT = """
 SELECT internal_id, id, name, data, "user", ts, v, received_at
   FROM events WHERE internal_id = %s
-"""
-
-RESERVE_IDEMPOTENCY_KEY = """
-INSERT INTO run_idempotency (key, run_id, expires_at) VALUES (%s, %s, %s)
-ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at
- WHERE run_idempotency.expires_at < %s
-RETURNING run_id
 """
 
 
@@ -65,7 +55,7 @@ async def handle_event(services: Services, item: ClaimedItem) -> None:
         targets = await _targets(conn, event)
         async with conn.transaction():
             for fn in targets:
-                await _schedule(services, conn, fn, internal_id, event)
+                await admit_event(services, conn, fn, internal_id, event)
             if event["name"] == INVOKED and not targets:
                 await _emit_invoke_not_found(services, conn, event)
             await ack_item(conn, item)
@@ -93,42 +83,36 @@ def _trigger_matches(trigger: Any, event: Mapping[str, Any]) -> bool:
     )
 
 
-def _idempotency_key(fn: FunctionRecord, key: str) -> str:
-    raw = f"{fn.id}:{key}"
-    return raw if len(raw) <= 200 else f"{fn.id}:sha1:{hashlib.sha1(key.encode()).hexdigest()}"
-
-
-async def _schedule(
+async def admit_event(
     services: Services,
     conn: AsyncConn,
     fn: FunctionRecord,
     internal_id: str,
     event: Mapping[str, Any],
 ) -> None:
+    """Batch, rate-limit, debounce or schedule ``fn``'s run for this event (semantics §1.1)."""
+    if batch_applies(fn, event):
+        await add_to_batch(services, conn, fn, internal_id, event)
+        return
     now = services.clock.now_ms()
-    run_id = new_run_id(now)
-    key = str(event.get("id") or internal_id)
-    cur = await conn.execute(
-        RESERVE_IDEMPOTENCY_KEY,
-        (_idempotency_key(fn, key), run_id, to_dt(now + IDEMPOTENCY_MS), to_dt(now)),
-    )
-    if await cur.fetchone() is None:
-        return  # this function already ran for this event id within 24 h
+    if await rate_limited(conn, fn, event, now):
+        log.info("event %s dropped for %s by its rate limit", internal_id, fn.slug)
+        return
+    if fn.config.debounce is not None:
+        await debounce_event(services, conn, fn, internal_id, event)
+        return
     ts = event.get("ts")
-    command = c.ScheduleRun(
-        run_id=run_id,
-        function_id=fn.id,
-        function_slug=fn.slug,
-        function_version=fn.version,
-        app_id=fn.app_id,
-        events=(dict(event),),
-        event_ids=(internal_id,),
-        idempotency_key=key,
-        max_attempts=fn.config.max_attempts,
-        not_before=ts if isinstance(ts, int) and ts > now else None,
+    await schedule_run(
+        services,
+        conn,
+        fn,
+        RunRequest(
+            events=[event],
+            event_ids=[internal_id],
+            idempotency_key=str(event.get("id") or internal_id),
+            not_before=ts if isinstance(ts, int) and ts > now else None,
+        ),
     )
-    decision = decide(RunState(), command, decide_context(services, now))
-    await commit_transition(conn, Transition(run_id, [], decision, None, now), pause_key)
 
 
 async def _emit_invoke_not_found(
@@ -192,6 +176,10 @@ def _resume_command(
         return c.CompleteInvoke(
             step_id=step_id, output=output, child_run_id=str(data.get("run_id") or "") or None
         )
+    if kind == "cancel":
+        if expression and not expressions.evaluate_bool(expression, {"async": event}):
+            return None
+        return c.CancelRun(reason=f"cancelled by event {event.get('name')}")
     if kind == "wait":
         if expression and not expressions.evaluate_bool(expression, {"async": event}):
             return None

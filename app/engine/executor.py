@@ -91,3 +91,9 @@ async def execute_pause_timeout(services: Services, item: ClaimedItem) -> None:
     else:
         command = c.TimeOutWait(step_id=step_id)
     await run_command(services, str(item.run_id), command, claimed=item)
+
+
+async def execute_timeout(services: Services, item: ClaimedItem) -> None:
+    """A ``timeouts.start``/``timeouts.finish`` deadline passed: cancel the run if it applies."""
+    kind = str(item.payload.get("timeout") or "finish")
+    await run_command(services, str(item.run_id), c.EnforceTimeout(kind=kind), claimed=item)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
-from app.engine import events, executor
+from app.engine import batching, events, executor
 from app.engine.worker import Handler
 from domain.queue import ItemKind
 
@@ -20,4 +20,7 @@ def build_handlers(services: Services) -> dict[ItemKind, Handler]:
         ItemKind.EDGE: partial(executor.execute_call, services),
         ItemKind.SLEEP: partial(executor.execute_sleep, services),
         ItemKind.PAUSE_TIMEOUT: partial(executor.execute_pause_timeout, services),
+        ItemKind.CANCEL: partial(executor.execute_timeout, services),
+        ItemKind.DEBOUNCE: partial(batching.fire_debounce, services),
+        ItemKind.BATCH: partial(batching.fire_batch, services),
     }

@@ -23,30 +23,30 @@ CHANNEL = "stepwell_queue"
 ENQUEUE_ITEMS = """
 WITH inserted AS (
     INSERT INTO queue_items
-           (kind, job_id, run_id, function_id, available_at, score, max_attempts, payload)
+           (kind, job_id, run_id, function_id, available_at, score, max_attempts, payload,
+            ckey1, climit1, ckey2, climit2)
     SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
-                         %s::bigint[], %s::int[], %s::jsonb[])
+                         %s::bigint[], %s::int[], %s::jsonb[], %s::text[], %s::int[],
+                         %s::text[], %s::int[])
     ON CONFLICT (job_id) DO NOTHING
     RETURNING available_at
 )
 SELECT count(*), coalesce(bool_or(available_at <= %s), false) FROM inserted
 """
 
-CLAIM_DUE_ITEMS = """
-WITH due AS (
-    SELECT id
-      FROM queue_items
-     WHERE available_at <= %(now)s
-     ORDER BY score, id
-     LIMIT %(limit)s
-       FOR UPDATE SKIP LOCKED
-)
-UPDATE queue_items AS q
-   SET lease_id = %(lease_id)s, leased_until = %(until)s, available_at = %(until)s
-  FROM due
- WHERE q.id = due.id
-RETURNING q.id, q.kind, q.job_id, q.run_id, q.function_id, q.attempt, q.max_attempts,
-          q.payload, q.score
+# One statement: ``stepwell_claim`` (migration 0003) locks candidates with SKIP LOCKED and
+# leases only those whose concurrency buckets have room.
+CLAIM_DUE_ITEMS = "SELECT * FROM stepwell_claim(%(limit)s, %(now)s, %(until)s, %(lease_id)s)"
+
+# A bucket's slot was freed: make its oldest waiting item due now instead of at its re-check.
+PROMOTE_WAITER = """
+UPDATE queue_items SET available_at = %s
+ WHERE id = (SELECT id FROM queue_items
+              WHERE (ckey1 = ANY(%s) OR ckey2 = ANY(%s))
+                AND lease_id IS NULL AND available_at > %s
+              ORDER BY score, id
+              LIMIT 1
+                FOR UPDATE SKIP LOCKED)
 """
 
 EXTEND_LEASE = """
@@ -88,6 +88,10 @@ async def enqueue_items(conn: AsyncConn, items: Sequence[ItemSpec], now_ms: int)
             [i.effective_score for i in items],
             [i.max_attempts for i in items],
             [Jsonb(dict(i.payload)) for i in items],
+            [_bucket(i, 0)[0] for i in items],
+            [_bucket(i, 0)[1] for i in items],
+            [_bucket(i, 1)[0] for i in items],
+            [_bucket(i, 1)[1] for i in items],
             to_dt(now_ms),
         ),
     )
@@ -99,6 +103,21 @@ async def enqueue_items(conn: AsyncConn, items: Sequence[ItemSpec], now_ms: int)
     return int(inserted)
 
 
+def _bucket(item: ItemSpec, index: int) -> tuple[str | None, int | None]:
+    if index < len(item.concurrency):
+        key, limit = item.concurrency[index]
+        return key, limit
+    return None, None
+
+
+async def promote_waiters(conn: AsyncConn, item: ClaimedItem, now_ms: int) -> None:
+    """After ``item`` released its buckets, wake the next item waiting on them."""
+    if item.concurrency_keys:
+        keys = list(item.concurrency_keys)
+        await conn.execute(PROMOTE_WAITER, (to_dt(now_ms), keys, keys, to_dt(now_ms)))
+        await conn.execute(NOTIFY, (CHANNEL,))
+
+
 async def claim_due_items(
     conn: AsyncConn, limit: int, lease_ms: int, now_ms: int
 ) -> list[ClaimedItem]:
@@ -108,6 +127,7 @@ async def claim_due_items(
     cur = await conn.execute(
         CLAIM_DUE_ITEMS,
         {"now": to_dt(now_ms), "limit": limit, "lease_id": lease_id, "until": to_dt(until)},
+        prepare=True,
     )
     rows = sorted(await cur.fetchall(), key=lambda r: (r[8], r[0]))  # RETURNING is unordered
     return [
@@ -122,6 +142,7 @@ async def claim_due_items(
             payload=r[7],
             lease_id=lease_id,
             leased_until=until,
+            concurrency_keys=tuple(k for k in (r[9], r[10]) if k),
         )
         for r in rows
     ]

@@ -88,9 +88,17 @@ queue_items = Table(
     Column("leased_until", DateTime(timezone=True)),
     Column("payload", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    # Concurrency buckets (at most two limits per function): a step item is leased only while
+    # fewer than ``climitN`` leased items share ``ckeyN`` (see ``stepwell_claim``).
+    Column("ckey1", Text),
+    Column("climit1", Integer),
+    Column("ckey2", Text),
+    Column("climit2", Integer),
     UniqueConstraint("job_id", name="uq_queue_items_job_id"),
     Index("ix_queue_items_available_at", "available_at"),
     Index("ix_queue_items_run_id", "run_id"),
+    Index("ix_queue_items_ckey1", "ckey1", postgresql_where=text("ckey1 IS NOT NULL")),
+    Index("ix_queue_items_ckey2", "ckey2", postgresql_where=text("ckey2 IS NOT NULL")),
 )
 
 #: Runs parked on an event: waitForEvent, invoke, cancelOn.  ``match_key`` is an equality the
@@ -183,3 +191,6 @@ run_idempotency = Table(
     Column("run_id", Text, nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
+
+# Flow-control state lives in its own module; importing it registers the tables here.
+from app.store import flow_tables  # noqa: E402, F401

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from app.store import pauses as pause_repo
 from app.store.db import AsyncConn
 from app.store.events import insert_events, received
+from app.store.flow import release_singletons
 from app.store.history import append_history
-from app.store.queue import ack_item, enqueue_items, requeue_item
+from app.store.queue import ack_item, enqueue_items, promote_waiters, requeue_item
 from app.store.runs_view import fold_rows, write_run_row
 from domain.effects import (
     ClearPause,
@@ -62,8 +63,10 @@ async def commit_transition(
         if after is not None and after != before:
             await write_run_row(conn, after)
         retried = await _apply_effects(conn, t, pause_key)
-        if t.claimed is not None and not retried and not await ack_item(conn, t.claimed):
-            raise LeaseLost(t.claimed.id)
+        if t.claimed is not None:
+            if not retried and not await ack_item(conn, t.claimed):
+                raise LeaseLost(t.claimed.id)
+            await promote_waiters(conn, t.claimed, t.now_ms)
 
 
 async def _apply_effects(
@@ -92,6 +95,7 @@ async def _apply_effects(
             await conn.execute(DELETE_JOB, (effect.timeout_job_id, keep))
         elif isinstance(effect, FinishRun):
             await pause_repo.delete_run_pauses(conn, effect.run_id)
+            await release_singletons(conn, effect.run_id)
             keep = t.claimed.id if t.claimed is not None else -1
             await conn.execute(DELETE_RUN_ITEMS, (effect.run_id, keep))
     await enqueue_items(conn, to_enqueue, t.now_ms)
