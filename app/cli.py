@@ -1,4 +1,5 @@
-"""The ``stepwell`` command: ``dev``, ``start``, ``worker``, ``migrate``.
+"""The ``stepwell`` command: ``dev``, ``start``, ``worker``, ``migrate``, ``replay`` and
+``projections rebuild``.
 
 Every flag has a ``STEPWELL_*`` environment twin (see ``--help``); the Inngest names
 ``INNGEST_SIGNING_KEY``, ``INNGEST_SIGNING_KEY_FALLBACK`` and ``INNGEST_EVENT_KEY`` are read
@@ -39,7 +40,8 @@ def _common_engine(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        help="queue items executed concurrently [STEPWELL_WORKERS, default 32]",
+        help="queue items executed concurrently; 0 serves HTTP only and leaves the queue to "
+        "`stepwell worker` processes [STEPWELL_WORKERS, default 32]",
     )
     p.add_argument(
         "--retry-interval",
@@ -131,7 +133,41 @@ def build_parser() -> argparse.ArgumentParser:
         "revision. Running it on an up-to-date database changes nothing.",
     )
     _common_db(migrate)
+    _read_side_commands(sub)
     return parser
+
+
+def _read_side_commands(sub: Any) -> None:
+    replay = sub.add_parser(
+        "replay",
+        help="print a run's history as a timeline, or its state after a transition",
+        description="Print the transitions of a run's history "
+        "(time, transition, step, attempt, outcome), or with --state-after N the run's state "
+        "after transition N as JSON. Reads the database; changes nothing.",
+    )
+    _common_db(replay)
+    replay.add_argument("run_id", metavar="RUN_ID", help="the run's id (a ULID)")
+    replay.add_argument(
+        "--state-after",
+        type=int,
+        metavar="N",
+        help="print the folded run state after transition N (0: before the first) as JSON",
+    )
+    replay.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    projections = sub.add_parser(
+        "projections",
+        help="manage the views derived from run history",
+        description="Manage the read models (runs view, function stats).",
+    )
+    actions = projections.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rebuild = actions.add_parser(
+        "rebuild",
+        help="recompute every view from run history",
+        description="Recompute the runs view and the function "
+        "stats from run history in one transaction. Readers keep seeing the old views until "
+        "it commits; run transitions that would change the runs view wait for it.",
+    )
+    _common_db(rebuild)
 
 
 def _split(values: Sequence[str], env: str | None) -> tuple[str, ...]:
@@ -182,7 +218,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = settings_from(args, from_environ())
-        entrypoints.run(args.command, settings)
+        if args.command == "replay":
+            entrypoints.replay(settings, args.run_id, args.state_after, as_json=args.json)
+        elif args.command == "projections":
+            entrypoints.rebuild_projections(settings)
+        else:
+            entrypoints.run(args.command, settings)
     except CliError as exc:
         print(f"stepwell: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

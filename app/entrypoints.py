@@ -1,7 +1,8 @@
 """What each ``stepwell`` command does once its settings are known.
 
 Resolves the database (a given URL, or the embedded PostgreSQL in ``dev``), migrates it,
-then serves HTTP (with in-process workers) or runs workers only.
+then serves HTTP (with in-process workers) or runs workers only; or replays one run's history
+(read-only, no migration) or rebuilds the projections.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.embedded import EmbeddedPostgresError, start_embedded
 from app.settings import Settings
-from app.store.migrate import DatabaseUnavailable, upgrade
+from app.store.migrate import DatabaseUnavailable, check_reachable, upgrade
+
+if TYPE_CHECKING:
+    from projections.rebuild import RebuildReport
 
 log = logging.getLogger("stepwell")
 
@@ -117,3 +122,86 @@ async def run_workers(settings: Settings, url: str) -> None:
         await services.stop.wait()
     finally:
         await services.close()
+
+
+def replay(settings: Settings, run_id: str, state_after: int | None, *, as_json: bool) -> None:
+    """Print a run's timeline (or its state after transition ``state_after``)."""
+    import psycopg
+
+    from app.replay import ReplayError
+
+    url, handle = resolve_database(settings)
+    try:
+        check_reachable(url)
+        print(asyncio.run(_replay(url, run_id, state_after, as_json)))
+    except (DatabaseUnavailable, ReplayError) as exc:
+        raise CliError(str(exc)) from None
+    except psycopg.Error as exc:
+        raise CliError(f"cannot read the run history: {_first_line(exc)}") from None
+    del handle
+
+
+async def _replay(url: str, run_id: str, state_after: int | None, as_json: bool) -> str:
+    from app.replay import replay as render
+    from app.store.db import connect
+
+    conn = await connect(url)
+    try:
+        return await render(conn, run_id, state_after_n=state_after, as_json=as_json)
+    finally:
+        await conn.close()
+
+
+def rebuild_projections(settings: Settings) -> None:
+    """Migrate, then recompute every view from history, showing progress on stderr."""
+    url, handle = resolve_database(settings)
+    try:
+        upgrade(url)
+    except DatabaseUnavailable as exc:
+        raise CliError(str(exc)) from None
+    report = asyncio.run(_rebuild(url))
+    print(
+        f"stepwell: rebuilt the runs view ({report.runs} runs) and function stats "
+        f"({report.stats_rows} rows) from {report.history_rows} history rows "
+        f"in {report.seconds:.1f}s"
+    )
+    del handle
+
+
+async def _rebuild(url: str) -> RebuildReport:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from app.store.db import connect
+    from projections.rebuild import rebuild
+
+    console = Console(stderr=True)
+    conn = await connect(url)
+    try:
+        if not console.is_terminal:
+            return await rebuild(conn, progress=_plain_progress())
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("rebuilding projections", total=None)
+            return await rebuild(
+                conn, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+    finally:
+        await conn.close()
+
+
+def _plain_progress() -> Callable[[int, int], None]:
+    """A progress callback for logs: one line per tenth of the runs."""
+    shown = [-1]
+
+    def report(done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if tenth != shown[0]:
+            shown[0] = tenth
+            print(f"stepwell: rebuilt {done}/{total} runs", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -21,11 +21,14 @@ from litestar.types import Message, Scope
 from psycopg_pool import AsyncConnectionPool
 
 from app.clock import SystemClock
+from app.engine.crons import run_cron_loop
 from app.engine.handlers import build_handlers
 from app.engine.worker import Worker
+from app.graphql import ROUTES as graphql_routes
 from app.http import apps as apps_http
+from app.http import cancellations as cancellations_http
 from app.http import dev as dev_http
-from app.http import events, runs
+from app.http import events, rest_events, runs
 from app.http import register as register_http
 from app.http.errors import handle_exception
 from app.http.health import health
@@ -33,6 +36,7 @@ from app.registry.discovery import run_sync_loop
 from app.settings import Settings
 from app.store.db import AsyncConn, open_pool
 from app.store.notify import listen
+from app.store.stats import run_stats_tailer
 from domain.ports import Clock
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,8 @@ class Services:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     _listener: asyncio.Task[None] | None = None
     _sync_task: asyncio.Task[None] | None = None
+    #: Loops that stop by themselves when ``stop`` is set (crons, projection tailers).
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
     _worker_task: asyncio.Task[None] | None = None
 
     @property
@@ -78,7 +84,7 @@ class Services:
             ),
             follow_redirects=False,
         )
-        if s.run_workers:
+        if s.run_workers and s.workers > 0:
             self.worker = Worker(
                 self.pool,
                 build_handlers(self),
@@ -91,6 +97,9 @@ class Services:
                 listen(self.database_url, self.worker.wake, self.stop)
             )
             self._worker_task = asyncio.create_task(self.worker.run(self.stop))
+        if s.run_workers:
+            self._background.append(asyncio.create_task(run_cron_loop(self)))
+            self._background.append(asyncio.create_task(run_stats_tailer(self)))
         if s.mode != "worker" and s.run_workers:
             self._sync_task = asyncio.create_task(run_sync_loop(self))
 
@@ -104,6 +113,8 @@ class Services:
             # In-flight items get a grace period; whatever is left falls back to its lease.
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._worker_task, timeout=10)
+        if self._background:
+            await asyncio.wait(self._background, timeout=10)
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -144,11 +155,16 @@ def create_app(settings: Settings, database_url: str, clock: Clock | None = None
             *register_http.ROUTES,
             *dev_http.ROUTES,
             *apps_http.ROUTES,
+            *rest_events.ROUTES,
+            *cancellations_http.ROUTES,
+            *graphql_routes,
         ],
         state=State({"services": services}),
         lifespan=[lifespan],
         before_send=[add_server_kind],
         exception_handlers={Exception: handle_exception},
-        openapi_config=OpenAPIConfig(title="Stepwell", version="0.1.0", path="/openapi"),
+        openapi_config=OpenAPIConfig(
+            title="Stepwell", version="0.1.0", path="/openapi", use_handler_docstrings=True
+        ),
         debug=False,
     )

@@ -78,6 +78,13 @@ class CompleteInvoke:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MarkStarted:
+    """The run's first SDK call is about to begin (``timeouts.start`` is measured to here)."""
+
+    at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EnforceTimeout:
     """``timeouts.start`` (not started yet) or ``timeouts.finish`` (not ended yet) expired."""
 
@@ -97,5 +104,6 @@ Command = (
     | TimeOutWait
     | CompleteInvoke
     | EnforceTimeout
+    | MarkStarted
     | CancelRun
 )

@@ -92,6 +92,9 @@ def decide(state: RunState, command: c.Command, ctx: DecideContext) -> Decision:
                 )
             )
             b.unpark(command.step_id)
+    elif isinstance(command, c.MarkStarted):
+        if b.state.started_at is None:
+            _start(b, command.at, -1)
     elif isinstance(command, c.EnforceTimeout):
         if command.kind == "finish" or b.state.started_at is None:
             b.finish(h.RunCancelled(at=ctx.now_ms, reason=f"{command.kind} timeout"))
@@ -173,21 +176,23 @@ def pause_id(run_id: str, step_id: str) -> str:
 def _handle_call(b: _Builder, cmd: c.HandleCallResult) -> None:
     call, result = cmd.call, cmd.result
     if b.state.started_at is None:
-        b.emit(h.RunStarted(at=call.started_at, request_version=result.request_version))
-        if b.state.finish_timeout_ms is not None:
-            b.effects.append(
-                Enqueue(
-                    item=timeout_item(
-                        b.state, "finish", call.started_at + b.state.finish_timeout_ms
-                    )
-                )
-            )
+        _start(b, call.started_at, result.request_version)
+    elif b.state.request_version < 0 <= result.request_version:
+        b.emit(h.SdkVersionReported(at=b.ctx.now_ms, request_version=result.request_version))
     if isinstance(result, FunctionReturned):
         b.finish(h.RunCompleted(at=b.ctx.now_ms, output=result.output))
     elif isinstance(result, CallFailed):
         _call_failed(b, call, result)
     elif isinstance(result, OpsReported):
         _handle_ops(b, call, result)
+
+
+def _start(b: _Builder, at: int, request_version: int) -> None:
+    b.emit(h.RunStarted(at=at, request_version=request_version))
+    if b.state.finish_timeout_ms is not None:
+        b.effects.append(
+            Enqueue(item=timeout_item(b.state, "finish", at + b.state.finish_timeout_ms))
+        )
 
 
 def _retry_time(b: _Builder, attempt: int, retry_after_ms: int | None) -> int:

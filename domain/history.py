@@ -60,6 +60,13 @@ class RunStarted(HistoryEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SdkVersionReported(HistoryEvent):
+    """The SDK told us its request version (``X-Inngest-Req-Version``) for this run."""
+
+    request_version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepCompleted(HistoryEvent):
     """A step returned; ``output`` is the memo as stored (``{"data": X}`` for StepRun)."""
 
@@ -202,6 +209,7 @@ HISTORY_TYPES: dict[str, type[HistoryEvent]] = {
     for cls in (
         RunScheduled,
         RunStarted,
+        SdkVersionReported,
         StepCompleted,
         StepErrored,
         StepFailed,

@@ -127,6 +127,8 @@ def _apply(state: RunState, event: h.HistoryEvent) -> None:
         state.started_at = event.at
         if event.request_version >= 0:
             state.request_version = event.request_version
+    elif isinstance(event, h.SdkVersionReported):
+        state.request_version = event.request_version
     elif isinstance(event, h.StepCompleted):
         if event.step_id not in state.steps:
             state.state_size += event.size

@@ -63,17 +63,30 @@ class Proc:
     def kill9(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def wait_output(self, text: str, timeout: float = 60) -> None:
+        """For processes without an HTTP port (workers): wait for a line in their output."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"process exited early:\n{self.output()}")
+            if text in self.output():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{text!r} not printed after {timeout}s:\n{self.output()}")
+
 
 @contextmanager
 def spawn(
     args: Sequence[str],
     *,
-    port: int,
+    port: int = 0,
     log: Path,
     env: dict[str, str] | None = None,
     health: str = "/health",
+    ready_text: str | None = None,
     cwd: Path | None = None,
 ) -> Iterator[Proc]:
+    """Start a process; ready once ``health`` answers on ``port`` (or ``ready_text`` shows)."""
     handle = log.open("a")
     popen = subprocess.Popen(
         list(args),
@@ -85,7 +98,10 @@ def spawn(
     )
     proc = Proc(popen, f"http://127.0.0.1:{port}", log)
     try:
-        proc.wait_healthy(health)
+        if ready_text is not None:
+            proc.wait_output(ready_text)
+        else:
+            proc.wait_healthy(health)
         yield proc
     finally:
         proc.stop()

@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from app.drivers import http as driver
+from app.engine.cancellations import cancel_reason, matching_rule
 from app.engine.pauses import catch_up_wait
 from app.engine.transitions import run_command
 from app.registry.store import function_at_version, function_by_slug_or_id
@@ -38,10 +39,32 @@ async def execute_call(services: Services, item: ClaimedItem) -> None:
         if not state.exists or state.is_finished or step_id in state.steps:
             await ack_item(conn, item)  # nothing left to do for this item
             return
+        rule = await matching_rule(conn, state)  # a bulk cancellation covers this run
+        if rule is not None:
+            await run_command(
+                services,
+                run_id,
+                c.CancelRun(reason=cancel_reason(rule)),
+                claimed=item,
+                history=history,
+                conn=conn,
+            )
+            return
         fn = await function_by_slug_or_id(conn, state.function_id) or await function_at_version(
             conn, state.function_id, state.function_version
         )
     started = services.clock.now_ms()
+    if state.started_at is None:
+        # The run counts as started when its first attempt begins (timeouts.start, the
+        # Running status), not when that attempt returns.
+        await run_command(services, run_id, c.MarkStarted(at=started), history=history)
+        async with services.db.connection() as conn:
+            history = await load_history(conn, run_id)
+        state = fold(history)
+        if state.is_finished:
+            async with services.db.connection() as conn:
+                await ack_item(conn, item)
+            return
     if fn is None:
         result: CallResult = CallFailed(
             error={"name": "Error", "message": f"function {state.function_slug} not found"},

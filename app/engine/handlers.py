@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
-from app.engine import batching, events, executor
+from app.engine import batching, crons, events, executor
 from app.engine.worker import Handler
 from domain.queue import ItemKind
 
@@ -23,4 +23,5 @@ def build_handlers(services: Services) -> dict[ItemKind, Handler]:
         ItemKind.CANCEL: partial(executor.execute_timeout, services),
         ItemKind.DEBOUNCE: partial(batching.fire_debounce, services),
         ItemKind.BATCH: partial(batching.fire_batch, services),
+        ItemKind.CRON: partial(crons.handle_cron, services),
     }

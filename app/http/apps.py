@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, get
-from litestar.params import FromPath
+from litestar.params import Parameter
 
 from app.http.auth import require_signing_key
 from app.http.context import services_of
@@ -28,9 +28,16 @@ def _iso(value: datetime | None) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-@get("/v1/apps/{app_name:str}/functions", guards=[require_signing_key])
+@get(
+    "/v1/apps/{app_name:str}/functions",
+    guards=[require_signing_key],
+    summary="List an app's functions",
+    operation_id="ListAppFunctions",
+    tags=["Apps"],
+)
 async def app_functions(
-    request: Request[Any, Any, Any], app_name: FromPath[str]
+    request: Request[Any, Any, Any],
+    app_name: Annotated[str, Parameter(description="The app's id as its SDK names it")],
 ) -> list[dict[str, Any]]:
     """The app's active functions: ``internal_id``, ``id`` (slug), ``name``, ``config``…"""
     services = services_of(request)

@@ -1,7 +1,8 @@
 """Run endpoints: REST v1 run reads and cancellation, and the SDK's ``use_api`` state fetch.
 
 * ``GET /v1/runs/{id}``, ``DELETE /v1/runs/{id}`` (also ``DELETE /v0/runs/{id}``),
-  ``GET /v1/events/{id}/runs`` — REST v1 envelopes ``{"data": …, "metadata": …}``.
+  ``GET /v1/runs/{id}/jobs``, ``GET /v1/events/{id}/runs`` — REST v1 envelopes
+  ``{"data": …, "metadata": …}`` (``envelope``).
 * ``GET /v0/runs/{id}/batch`` and ``/actions`` — what an SDK fetches when a request was too
   large to carry the events and step results (protocol §2.1).
 """
@@ -9,10 +10,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get
-from litestar.params import FromPath
+from litestar.params import Parameter
 
 from app.engine.transitions import run_command
 from app.http.auth import require_signing_key
@@ -29,8 +30,24 @@ RUNS_FOR_EVENT = """
 SELECT run_id FROM runs WHERE event_ids @> ARRAY[%s]::text[] ORDER BY run_id
 """
 
+# A job's position is its rank in its function's queue, in claim order (score, then id) —
+# what upstream reports as the item's rank in the function's queue set.  A leased item's
+# ``available_at`` is its lease expiry: when it would be retried if its worker died.
+RUN_JOBS = """
+SELECT q.kind, q.available_at, q.attempt,
+       (SELECT count(*) FROM queue_items o
+         WHERE o.function_id = q.function_id AND (o.score, o.id) < (q.score, q.id))
+  FROM queue_items q
+ WHERE q.run_id = %s
+ ORDER BY q.score, q.id
+ LIMIT 1000
+"""
 
-def _iso(value: datetime | None) -> str | None:
+RunIdParam = Annotated[str, Parameter(description="The run's id (ULID)")]
+
+
+def iso(value: datetime | None) -> str | None:
+    """RFC 3339 in UTC with a ``Z``, as the REST v1 times are written; None stays None."""
     return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -38,13 +55,13 @@ def run_json(row: RunRow) -> dict[str, Any]:
     """REST v1 ``FunctionRun``."""
     out: dict[str, Any] = {
         "run_id": row.run_id,
-        "run_started_at": _iso(row.started_at or row.queued_at),
+        "run_started_at": iso(row.started_at or row.queued_at),
         "function_id": row.function_id,
         "function_version": row.function_version,
         "environment_id": ENV_ID,
         "event_id": row.event_ids[0] if row.event_ids else None,
         "status": row.status,
-        "ended_at": _iso(row.ended_at),
+        "ended_at": iso(row.ended_at),
         "output": row.output,
     }
     for key in ("batch_id", "original_run_id", "cron"):
@@ -54,7 +71,8 @@ def run_json(row: RunRow) -> dict[str, Any]:
 
 
 def envelope(data: Any) -> dict[str, Any]:
-    return {"data": data, "metadata": {"fetched_at": _iso(datetime.now(UTC)), "cached_until": None}}
+    """The REST v1 success envelope around ``data``."""
+    return {"data": data, "metadata": {"fetched_at": iso(datetime.now(UTC)), "cached_until": None}}
 
 
 def _check_id(run_id: str) -> None:
@@ -62,8 +80,14 @@ def _check_id(run_id: str) -> None:
         raise ApiError(400, f"invalid run id: {run_id!r} is not a ULID")
 
 
-@get("/v1/runs/{run_id:str}", guards=[require_signing_key])
-async def get_run(request: Request[Any, Any, Any], run_id: FromPath[str]) -> dict[str, Any]:
+@get(
+    "/v1/runs/{run_id:str}",
+    guards=[require_signing_key],
+    summary="Get a function run",
+    operation_id="GetFunctionRun",
+    tags=["Function runs"],
+)
+async def get_run(request: Request[Any, Any, Any], run_id: RunIdParam) -> dict[str, Any]:
     """A run's status and output."""
     _check_id(run_id)
     async with services_of(request).db.connection() as conn:
@@ -73,9 +97,16 @@ async def get_run(request: Request[Any, Any, Any], run_id: FromPath[str]) -> dic
     return envelope(run_json(row))
 
 
-@get("/v1/events/{event_id:str}/runs", guards=[require_signing_key])
+@get(
+    "/v1/events/{event_id:str}/runs",
+    guards=[require_signing_key],
+    summary="List an event's function runs",
+    operation_id="GetEventRuns",
+    tags=["Events"],
+)
 async def runs_for_event(
-    request: Request[Any, Any, Any], event_id: FromPath[str]
+    request: Request[Any, Any, Any],
+    event_id: Annotated[str, Parameter(description="The event's internal id (ULID)")],
 ) -> dict[str, Any]:
     """The runs an event (by internal id) started."""
     async with services_of(request).db.connection() as conn:
@@ -88,8 +119,10 @@ async def runs_for_event(
     ["/v1/runs/{run_id:str}", "/v0/runs/{run_id:str}"],
     status_code=200,
     guards=[require_signing_key],
+    summary="Cancel a function run",
+    tags=["Function runs"],
 )
-async def cancel_run(request: Request[Any, Any, Any], run_id: FromPath[str]) -> Response[Any]:
+async def cancel_run(request: Request[Any, Any, Any], run_id: RunIdParam) -> Response[Any]:
     """Cancel a running run (idempotent; an ended run is left as it is)."""
     _check_id(run_id)
     services = services_of(request)
@@ -98,6 +131,29 @@ async def cancel_run(request: Request[Any, Any, Any], run_id: FromPath[str]) -> 
             raise ApiError(404, f"run {run_id} not found")
     await run_command(services, run_id, c.CancelRun(reason="cancelled via API"))
     return Response(envelope({"run_id": run_id}), status_code=200)
+
+
+@get(
+    "/v1/runs/{run_id:str}/jobs",
+    guards=[require_signing_key],
+    summary="Fetch function run jobs",
+    operation_id="GetRunJobs",
+    tags=["Function runs"],
+)
+async def run_jobs(request: Request[Any, Any, Any], run_id: RunIdParam) -> dict[str, Any]:
+    """The run's queued jobs, earliest first: when each is due (``at``), its ``position`` in
+    its function's queue and its ``attempt`` (0-based).  An ended run has none."""
+    _check_id(run_id)
+    async with services_of(request).db.connection() as conn:
+        if await load_run_row(conn, run_id) is None:
+            raise ApiError(404, f"Unable to load function run: run {run_id} not found")
+        cur = await conn.execute(RUN_JOBS, (run_id,))
+        rows = await cur.fetchall()
+    jobs = [
+        {"at": iso(at), "position": pos, "attempt": attempt, "kind": kind}
+        for kind, at, attempt, pos in rows
+    ]
+    return envelope(jobs)
 
 
 async def _state(request: Request[Any, Any, Any], run_id: str) -> Any:
@@ -111,18 +167,18 @@ async def _state(request: Request[Any, Any, Any], run_id: str) -> Any:
     return state
 
 
-@get("/v0/runs/{run_id:str}/batch", guards=[require_signing_key])
-async def run_batch(request: Request[Any, Any, Any], run_id: FromPath[str]) -> list[Any]:
+@get("/v0/runs/{run_id:str}/batch", guards=[require_signing_key], tags=["SDK"])
+async def run_batch(request: Request[Any, Any, Any], run_id: RunIdParam) -> list[Any]:
     """The run's trigger events (for an SDK whose request carried ``use_api``)."""
     state = await _state(request, run_id)
     return [dict(e, user=e.get("user") or {}) for e in state.events]
 
 
-@get("/v0/runs/{run_id:str}/actions", guards=[require_signing_key])
-async def run_actions(request: Request[Any, Any, Any], run_id: FromPath[str]) -> dict[str, Any]:
+@get("/v0/runs/{run_id:str}/actions", guards=[require_signing_key], tags=["SDK"])
+async def run_actions(request: Request[Any, Any, Any], run_id: RunIdParam) -> dict[str, Any]:
     """The run's memoized step results, shaped like the request's ``steps``."""
     state = await _state(request, run_id)
     return {sid: state.steps[sid] for sid in state.stack}
 
 
-ROUTES = [get_run, runs_for_event, cancel_run, run_batch, run_actions]
+ROUTES = [get_run, runs_for_event, cancel_run, run_jobs, run_batch, run_actions]

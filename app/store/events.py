@@ -45,6 +45,8 @@ async def insert_events(
     received_at: datetime,
     now_ms: int,
     source: str = "api",
+    *,
+    process: bool = True,
 ) -> None:
     """Store ``(internal_id, event)`` pairs and enqueue one processing item per event.
 
@@ -67,6 +69,8 @@ async def insert_events(
             [source] * len(events),
         ),
     )
+    if not process:
+        return  # recorded for the record only (e.g. a cron tick's timer event)
     await enqueue_items(
         conn,
         [

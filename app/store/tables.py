@@ -194,3 +194,26 @@ run_idempotency = Table(
 
 # Flow-control state lives in its own module; importing it registers the tables here.
 from app.store import flow_tables  # noqa: E402, F401
+
+# The stats tailer reads history in commit-safe order, (tx_id, position) after its checkpoint;
+# without this index every poll would scan the whole history.
+Index("ix_run_history_tx_id_position", run_history.c.tx_id, run_history.c.position)
+
+#: Bulk cancellations (``POST /v1/cancellations``): runs of ``function_id`` queued between
+#: ``started_after`` and ``started_before`` whose trigger event satisfies ``expression`` are
+#: cancelled when the rule is created and, if one slips through, before their next SDK call.
+#: Looked up per function on that hot path, hence the index.
+cancellations = Table(
+    "cancellations",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("app_id", Text, nullable=False),
+    Column("function_id", Text, nullable=False),
+    Column("function_slug", Text, nullable=False),
+    Column("started_after", DateTime(timezone=True)),
+    Column("started_before", DateTime(timezone=True), nullable=False),
+    Column("expression", Text),
+    Column("name", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_cancellations_function_id", "function_id"),
+)

@@ -63,7 +63,7 @@ def test_idempotency_as_a_rate_limit_allows_one_per_day() -> None:
 
 def test_priority_is_clamped_and_non_integers_are_zero() -> None:
     assert clamp_priority(600) == 600
-    assert clamp_priority(10**9) == 43_200 and clamp_priority(-10**9) == -43_200
+    assert clamp_priority(10**9) == 43_200 and clamp_priority(-(10**9)) == -43_200
     assert clamp_priority("5") == 0 and clamp_priority(1.5) == 0 and clamp_priority(True) == 0
     assert clamp_priority(3.0) == 3
 
