@@ -49,6 +49,18 @@ def _common_engine(p: argparse.ArgumentParser) -> None:
         help="fixed retry delay in seconds instead "
         "of the backoff table, for tests [STEPWELL_RETRY_INTERVAL]",
     )
+    p.add_argument(
+        "--lease-seconds",
+        type=float,
+        help="queue lease length: how long a dead worker's items stay claimed "
+        "[STEPWELL_LEASE_SECONDS, default 30]",
+    )
+    p.add_argument(
+        "--call-timeout",
+        type=float,
+        help="seconds to wait for an SDK's reply before the attempt fails "
+        "[STEPWELL_CALL_TIMEOUT, default 7200]",
+    )
 
 
 def _common_http(p: argparse.ArgumentParser) -> None:
@@ -201,6 +213,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         "poll_interval": pick("poll_interval", "POLL_INTERVAL", cast=float),
         "retry_interval": pick("retry_interval", "RETRY_INTERVAL", cast=float),
         "workers": pick("workers", "WORKERS", cast=int),
+        "lease_seconds": pick("lease_seconds", "LEASE_SECONDS", cast=float),
+        "call_timeout": pick("call_timeout", "CALL_TIMEOUT", cast=float),
         "discovery": not getattr(args, "no_discovery", False),
         "poll": not getattr(args, "no_poll", False),
         "run_workers": True,

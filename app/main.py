@@ -32,6 +32,7 @@ from app.http import events, rest_events, runs
 from app.http import register as register_http
 from app.http.errors import handle_exception
 from app.http.health import health
+from app.registry.cache import FunctionCache
 from app.registry.discovery import run_sync_loop
 from app.settings import Settings
 from app.store.db import AsyncConn, open_pool
@@ -53,6 +54,7 @@ class Services:
     #: The one outbound HTTP client (SDK calls, sync PUTs); see ``app/drivers/http.py``.
     http: httpx.AsyncClient | None = None
     worker: Worker | None = None
+    functions: FunctionCache = field(default_factory=FunctionCache)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     _listener: asyncio.Task[None] | None = None
     _sync_task: asyncio.Task[None] | None = None
@@ -78,7 +80,7 @@ class Services:
         s = self.settings
         self.pool = await open_pool(self.database_url, max_size=max(8, s.workers // 2 + 4))
         self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=10, read=7200, write=60, pool=60),
+            timeout=httpx.Timeout(connect=10, read=s.call_timeout, write=60, pool=60),
             limits=httpx.Limits(
                 max_connections=max(64, s.workers * 2), max_keepalive_connections=max(32, s.workers)
             ),

@@ -67,6 +67,9 @@ class Settings:
     lease_seconds: float = 30.0
     """Queue lease length; a worker extends it while an SDK call is in flight."""
 
+    call_timeout: float = 7200.0
+    """Seconds to wait for an SDK's reply before the attempt fails (Inngest: 2 h)."""
+
     run_workers: bool = True
     """Run queue workers inside the HTTP process (``dev``/``start``); ``worker`` only runs them."""
 

@@ -50,9 +50,9 @@ async def execute_call(services: Services, item: ClaimedItem) -> None:
                 conn=conn,
             )
             return
-        fn = await function_by_slug_or_id(conn, state.function_id) or await function_at_version(
-            conn, state.function_id, state.function_version
-        )
+        fn = await services.functions.get(
+            conn, state.function_id, function_by_slug_or_id
+        ) or await function_at_version(conn, state.function_id, state.function_version)
     started = services.clock.now_ms()
     if state.started_at is None:
         # The run counts as started when its first attempt begins (timeouts.start, the

@@ -66,7 +66,7 @@ async def graphql_post(request: Request[Any, Any, Any]) -> Response[Any]:
     """Run a GraphQL query or mutation."""
     try:
         params = json.loads(await request.body() or b"null")
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply
         return _refused("the body is not valid JSON")
     return await _execute(request, params)
 

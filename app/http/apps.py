@@ -10,7 +10,7 @@ from litestar.params import Parameter
 
 from app.http.auth import require_signing_key
 from app.http.context import services_of
-from app.http.errors import ApiError
+from app.http.errors import ApiError, error_responses
 from domain.ids import ENV_ID
 
 APP_FUNCTIONS = """
@@ -31,6 +31,7 @@ def _iso(value: datetime | None) -> str:
 @get(
     "/v1/apps/{app_name:str}/functions",
     guards=[require_signing_key],
+    responses=error_responses(400, 401, 404),
     summary="List an app's functions",
     operation_id="ListAppFunctions",
     tags=["Apps"],

@@ -19,7 +19,7 @@ from ulid import ULID
 from app.engine import cancellations as engine
 from app.http.auth import require_signing_key
 from app.http.context import services_of
-from app.http.errors import ApiError
+from app.http.errors import ApiError, error_responses
 from app.http.runs import envelope, iso
 from app.store.cancellations import Cancellation
 from domain.ids import ACCOUNT_ID, ENV_ID
@@ -79,6 +79,7 @@ def cancellation_json(c: Cancellation) -> dict[str, Any]:
     "/v1/cancellations",
     status_code=200,
     guards=[require_signing_key],
+    responses=error_responses(400, 401, 404),
     summary="Create a cancellation",
     operation_id="CreateCancellation",
     tags=["Cancellations"],
@@ -110,6 +111,7 @@ async def create_cancellation(
 @get(
     "/v1/cancellations",
     guards=[require_signing_key],
+    responses=error_responses(401),
     summary="List cancellations",
     operation_id="ListCancellations",
     tags=["Cancellations"],
@@ -124,6 +126,7 @@ async def list_cancellations(request: Request[Any, Any, Any]) -> dict[str, Any]:
     "/v1/cancellations/{cancellation_id:str}",
     status_code=200,
     guards=[require_signing_key],
+    responses=error_responses(400, 401, 404),
     summary="Delete a cancellation",
     operation_id="DeleteCancellation",
     tags=["Cancellations"],

@@ -7,10 +7,14 @@ Envelope (Inngest ``publicerr``): HTTP status + ``{"error": msg, "status": n, "d
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.openapi import ResponseSpec
 
 from domain.errors import InvalidEvent, InvalidFunctionConfig, RunNotFound, StepwellError
 
@@ -28,6 +32,32 @@ class ApiError(StepwellError):
         self.message = message
         self.data = data
         self.code = code
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorEnvelope:
+    """The error body of every 4xx/5xx (OpenAPI documentation of ``envelope``)."""
+
+    error: str
+    status: int
+    data: Any = None
+    code: str | None = None
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI ``responses`` for a route's error statuses, all in the envelope.
+
+    Without it Litestar documents its own validation-error shape for 400, which no route
+    answers; every route documents the statuses it may really return.
+    """
+    return {
+        status: ResponseSpec(
+            data_container=ErrorEnvelope,
+            description=HTTPStatus(status).phrase,
+            generate_examples=False,
+        )
+        for status in statuses
+    }
 
 
 def envelope(
@@ -52,5 +82,12 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return envelope(400, exc.detail or "invalid request", exc.extra or None)
     if isinstance(exc, HTTPException):
         return envelope(exc.status_code, exc.detail)
+    if isinstance(exc, UnicodeDecodeError | RecursionError):
+        # Raised by the JSON decoders for bodies that are not UTF-8 or are nested too deeply.
+        return envelope(400, f"request body is not valid JSON: {type(exc).__name__}")
+    if isinstance(exc, psycopg.DataError):
+        # A value PostgreSQL cannot hold (a NUL byte in text, a number out of range): the
+        # statement failed and its transaction rolled back, so nothing changed.
+        return envelope(400, f"invalid value: {(str(exc) or type(exc).__name__).splitlines()[0]}")
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return envelope(500, "internal server error")

@@ -20,7 +20,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import FromPath
 
 from app.drivers.signing import bearer_matches
-from app.http.errors import ApiError, envelope
+from app.http.errors import ApiError, envelope, error_responses
 from app.settings import Settings
 from app.store.events import insert_events, received
 from domain.errors import InvalidEvent
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 SEED_HEADER = "x-inngest-event-id-seed"
 INVALID_BODY = "Request body must contain an event object or an array of event objects"
+#: What msgspec raises for a body that is not JSON: also invalid UTF-8 and too-deep nesting.
+UNREADABLE_JSON = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 ACTIVE_FUNCTION_EXISTS = """
 SELECT 1 FROM functions
@@ -45,13 +47,23 @@ SELECT 1 FROM functions
 """
 
 
-@post("/e/{key:str}", request_max_body_size=MAX_BODY_BYTES, status_code=200)
+@post(
+    "/e/{key:str}",
+    request_max_body_size=MAX_BODY_BYTES,
+    status_code=200,
+    responses=error_responses(400, 401, 413, 503),
+)
 async def ingest_events(request: Request[Any, Any, Any], key: FromPath[str]) -> Response[Any]:
     """Accept one event or an array of them; reply with their internal ids."""
     return await _ingest(request, key)
 
 
-@post("/e", request_max_body_size=MAX_BODY_BYTES, status_code=200)
+@post(
+    "/e",
+    request_max_body_size=MAX_BODY_BYTES,
+    status_code=200,
+    responses=error_responses(400, 401, 413, 503),
+)
 async def ingest_events_without_key(request: Request[Any, Any, Any]) -> Response[Any]:
     """``/e/`` with an empty key: Go's router matches it and answers "key required"."""
     return await _ingest(request, "")
@@ -82,7 +94,12 @@ async def _ingest(request: Request[Any, Any, Any], key: str) -> Response[Any]:
     return Response({"ids": ids, "status": 200}, status_code=200)
 
 
-@post("/invoke/{slug:str}", request_max_body_size=MAX_BODY_BYTES, status_code=200)
+@post(
+    "/invoke/{slug:str}",
+    request_max_body_size=MAX_BODY_BYTES,
+    status_code=200,
+    responses=error_responses(400, 401, 404, 413),
+)
 async def invoke_function(request: Request[Any, Any, Any], slug: FromPath[str]) -> Response[Any]:
     """Store an ``inngest/function.invoked`` event for ``slug`` (a function slug or id)."""
     services = _services(request)
@@ -95,7 +112,7 @@ async def invoke_function(request: Request[Any, Any, Any], slug: FromPath[str]) 
         raise ApiError(401, "Authentication failed")
     try:
         raw = msgspec.json.decode(await request.body())
-    except msgspec.DecodeError as exc:
+    except UNREADABLE_JSON as exc:
         raise ApiError(400, f"Unable to read post data request: {exc}") from exc
     now_ms = services.clock.now_ms()
     try:
@@ -170,7 +187,7 @@ def _parse_events(body: bytes) -> list[Any]:
         return []  # Go answers an empty body with 200 and stores nothing.
     try:
         parsed = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
+    except UNREADABLE_JSON as exc:
         raise ApiError(400, f"invalid JSON: {exc}") from exc
     if isinstance(parsed, list):
         return parsed

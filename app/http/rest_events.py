@@ -20,7 +20,7 @@ from ulid import ULID
 
 from app.http.auth import require_signing_key
 from app.http.context import services_of
-from app.http.errors import ApiError
+from app.http.errors import ApiError, error_responses
 from app.http.runs import envelope, iso
 from app.store.queue import to_dt
 from domain.ids import ACCOUNT_ID, ENV_ID
@@ -83,6 +83,7 @@ def _time(value: str | None, name: str, default: datetime) -> datetime:
 @get(
     "/v1/events",
     guards=[require_signing_key],
+    responses=error_responses(400, 401),
     summary="List events",
     operation_id="ListEvents",
     tags=["Events"],
@@ -127,6 +128,7 @@ async def list_events(
 @get(
     "/v1/events/{event_id:str}",
     guards=[require_signing_key],
+    responses=error_responses(400, 401, 404),
     summary="Get an event",
     operation_id="GetEvent",
     tags=["Events"],

@@ -18,7 +18,7 @@ from litestar.params import Parameter
 from app.engine.transitions import run_command
 from app.http.auth import require_signing_key
 from app.http.context import services_of
-from app.http.errors import ApiError
+from app.http.errors import ApiError, error_responses
 from app.store.history import load_history
 from app.store.runs_view import load_run_row
 from domain import commands as c
@@ -83,6 +83,7 @@ def _check_id(run_id: str) -> None:
 @get(
     "/v1/runs/{run_id:str}",
     guards=[require_signing_key],
+    responses=error_responses(400, 401, 404),
     summary="Get a function run",
     operation_id="GetFunctionRun",
     tags=["Function runs"],
@@ -100,6 +101,7 @@ async def get_run(request: Request[Any, Any, Any], run_id: RunIdParam) -> dict[s
 @get(
     "/v1/events/{event_id:str}/runs",
     guards=[require_signing_key],
+    responses=error_responses(400, 401),
     summary="List an event's function runs",
     operation_id="GetEventRuns",
     tags=["Events"],
@@ -119,6 +121,7 @@ async def runs_for_event(
     ["/v1/runs/{run_id:str}", "/v0/runs/{run_id:str}"],
     status_code=200,
     guards=[require_signing_key],
+    responses=error_responses(400, 401, 404),
     summary="Cancel a function run",
     tags=["Function runs"],
 )
@@ -136,6 +139,7 @@ async def cancel_run(request: Request[Any, Any, Any], run_id: RunIdParam) -> Res
 @get(
     "/v1/runs/{run_id:str}/jobs",
     guards=[require_signing_key],
+    responses=error_responses(400, 401, 404),
     summary="Fetch function run jobs",
     operation_id="GetRunJobs",
     tags=["Function runs"],
@@ -167,14 +171,24 @@ async def _state(request: Request[Any, Any, Any], run_id: str) -> Any:
     return state
 
 
-@get("/v0/runs/{run_id:str}/batch", guards=[require_signing_key], tags=["SDK"])
+@get(
+    "/v0/runs/{run_id:str}/batch",
+    guards=[require_signing_key],
+    tags=["SDK"],
+    responses=error_responses(400, 401, 404, 410),
+)
 async def run_batch(request: Request[Any, Any, Any], run_id: RunIdParam) -> list[Any]:
     """The run's trigger events (for an SDK whose request carried ``use_api``)."""
     state = await _state(request, run_id)
     return [dict(e, user=e.get("user") or {}) for e in state.events]
 
 
-@get("/v0/runs/{run_id:str}/actions", guards=[require_signing_key], tags=["SDK"])
+@get(
+    "/v0/runs/{run_id:str}/actions",
+    guards=[require_signing_key],
+    tags=["SDK"],
+    responses=error_responses(400, 401, 404, 410),
+)
 async def run_actions(request: Request[Any, Any, Any], run_id: RunIdParam) -> dict[str, Any]:
     """The run's memoized step results, shaped like the request's ``steps``."""
     state = await _state(request, run_id)

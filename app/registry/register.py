@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from apscheduler.triggers.cron import CronTrigger
 
 from app.expressions import validate_expression
@@ -107,6 +108,10 @@ async def register_app(
         return _failure(400, exc.message, exc.data)
     try:
         return await _save(services, app, configs)
+    except psycopg.DataError as exc:
+        # A value PostgreSQL cannot store (a NUL byte in a name, URL or config): bad input,
+        # refused like any other invalid body; the transaction rolled back, nothing changed.
+        return _failure(400, f"Invalid request: {(str(exc) or 'invalid value').splitlines()[0]}")
     except Exception as exc:
         log.exception("saving the sync of app %r failed", app.name)
         await _record_failure(services, app.name, f"Error saving app: {exc}")

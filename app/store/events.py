@@ -84,6 +84,7 @@ async def insert_events(
             for iid, _ in events
         ],
         now_ms,
+        fetch=False,
     )
 
 

@@ -40,7 +40,12 @@ async def load_history(conn: AsyncConn, run_id: str) -> list[HistoryEvent]:
 
 
 async def append_history(
-    conn: AsyncConn, run_id: str, expected_version: int, events: Sequence[HistoryEvent]
+    conn: AsyncConn,
+    run_id: str,
+    expected_version: int,
+    events: Sequence[HistoryEvent],
+    *,
+    fetch: bool = True,
 ) -> list[int]:
     """Append ``events`` as versions ``expected_version + 1 …``; return their positions.
 
@@ -58,6 +63,15 @@ async def append_history(
     )
     try:
         cur = await conn.execute(APPEND_HISTORY, params)
+        # In pipeline mode (fetch=False) a conflict surfaces when the pipeline syncs; the
+        # caller maps it the same way (see ``is_version_conflict``).
+        return [row[0] for row in await cur.fetchall()] if fetch else []
     except errors.UniqueViolation as exc:
         raise VersionConflict(run_id, expected_version) from exc
-    return [row[0] for row in await cur.fetchall()]
+
+
+def is_version_conflict(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, errors.UniqueViolation)
+        and exc.diag.constraint_name == "uq_run_history_run_id_version"
+    )

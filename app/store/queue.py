@@ -20,6 +20,8 @@ from domain.queue import ClaimedItem, ItemKind, ItemSpec
 
 CHANNEL = "stepwell_queue"
 
+# The wake-up NOTIFY rides in the same statement: it fires (at commit) only when an inserted
+# item is already due, so a pipelined transition needs no read-back to decide it.
 ENQUEUE_ITEMS = """
 WITH inserted AS (
     INSERT INTO queue_items
@@ -30,24 +32,19 @@ WITH inserted AS (
                          %s::text[], %s::int[])
     ON CONFLICT (job_id) DO NOTHING
     RETURNING available_at
+), woke AS (
+    SELECT pg_notify('stepwell_queue', '') FROM inserted WHERE available_at <= %s LIMIT 1
 )
-SELECT count(*), coalesce(bool_or(available_at <= %s), false) FROM inserted
+SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM woke)
 """
+
+# Ack (or requeue) under the lease, raising SW001 if it was lost; see migration 0006.
+SETTLE_ITEM = "SELECT stepwell_settle(%s, %s, %s, %s, %s)"
+LEASE_LOST = "SW001"
 
 # One statement: ``stepwell_claim`` (migration 0003) locks candidates with SKIP LOCKED and
 # leases only those whose concurrency buckets have room.
 CLAIM_DUE_ITEMS = "SELECT * FROM stepwell_claim(%(limit)s, %(now)s, %(until)s, %(lease_id)s)"
-
-# A bucket's slot was freed: make its oldest waiting item due now instead of at its re-check.
-PROMOTE_WAITER = """
-UPDATE queue_items SET available_at = %s
- WHERE id = (SELECT id FROM queue_items
-              WHERE (ckey1 = ANY(%s) OR ckey2 = ANY(%s))
-                AND lease_id IS NULL AND available_at > %s
-              ORDER BY score, id
-              LIMIT 1
-                FOR UPDATE SKIP LOCKED)
-"""
 
 EXTEND_LEASE = """
 UPDATE queue_items SET leased_until = %s, available_at = %s
@@ -62,7 +59,6 @@ UPDATE queue_items
  WHERE id = %s AND lease_id = %s
 """
 
-NOTIFY = "SELECT pg_notify(%s, '')"
 
 
 def to_dt(ms: int) -> datetime:
@@ -73,7 +69,9 @@ def to_ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
-async def enqueue_items(conn: AsyncConn, items: Sequence[ItemSpec], now_ms: int) -> int:
+async def enqueue_items(
+    conn: AsyncConn, items: Sequence[ItemSpec], now_ms: int, *, fetch: bool = True
+) -> int:
     """Insert ``items``; existing job ids are skipped.  Returns how many were inserted."""
     if not items:
         return 0
@@ -95,12 +93,11 @@ async def enqueue_items(conn: AsyncConn, items: Sequence[ItemSpec], now_ms: int)
             to_dt(now_ms),
         ),
     )
+    if not fetch:
+        return 0  # pipelined: the count is not worth a round trip
     row = await cur.fetchone()
     assert row is not None
-    inserted, due_now = row
-    if due_now:
-        await conn.execute(NOTIFY, (CHANNEL,))
-    return int(inserted)
+    return int(row[0])
 
 
 def _bucket(item: ItemSpec, index: int) -> tuple[str | None, int | None]:
@@ -110,12 +107,24 @@ def _bucket(item: ItemSpec, index: int) -> tuple[str | None, int | None]:
     return None, None
 
 
-async def promote_waiters(conn: AsyncConn, item: ClaimedItem, now_ms: int) -> None:
-    """After ``item`` released its buckets, wake the next item waiting on them."""
-    if item.concurrency_keys:
-        keys = list(item.concurrency_keys)
-        await conn.execute(PROMOTE_WAITER, (to_dt(now_ms), keys, keys, to_dt(now_ms)))
-        await conn.execute(NOTIFY, (CHANNEL,))
+async def settle_item(
+    conn: AsyncConn, item: ClaimedItem, now_ms: int, retry: tuple[int, int] | None = None
+) -> None:
+    """Ack ``item`` — or with ``retry=(available_at, attempt)`` requeue it — under its lease.
+
+    Raises (SQLSTATE ``SW001``, possibly only when a pipeline syncs) if the lease was lost.
+    """
+    retry_at, attempt = retry if retry is not None else (None, None)
+    await conn.execute(
+        SETTLE_ITEM,
+        (
+            item.id,
+            item.lease_id,
+            to_dt(now_ms),
+            None if retry_at is None else to_dt(retry_at),
+            attempt,
+        ),
+    )
 
 
 async def claim_due_items(

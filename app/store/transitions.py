@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import psycopg
+
 from app.store import pauses as pause_repo
 from app.store.db import AsyncConn
 from app.store.events import insert_events, received
 from app.store.flow import release_singletons
-from app.store.history import append_history
-from app.store.queue import ack_item, enqueue_items, promote_waiters, requeue_item
+from app.store.history import append_history, is_version_conflict
+from app.store.queue import LEASE_LOST, enqueue_items, settle_item
 from app.store.runs_view import fold_rows, write_run_row
 from domain.effects import (
     ClearPause,
@@ -27,7 +29,7 @@ from domain.effects import (
     FinishRun,
     RetryCall,
 )
-from domain.errors import StepwellError
+from domain.errors import StepwellError, VersionConflict
 from domain.history import HistoryEvent
 from domain.queue import ClaimedItem
 
@@ -56,24 +58,35 @@ class Transition:
 async def commit_transition(
     conn: AsyncConn, t: Transition, pause_key: Callable[[CreatePause], str | None]
 ) -> None:
-    async with conn.transaction():
-        await append_history(conn, t.run_id, len(t.history), t.decision.events)
-        before = fold_rows(None, t.history)
-        after = fold_rows(before, t.decision.events)
-        if after is not None and after != before:
-            await write_run_row(conn, after)
-        retried = await _apply_effects(conn, t, pause_key)
-        if t.claimed is not None:
-            if not retried and not await ack_item(conn, t.claimed):
-                raise LeaseLost(t.claimed.id)
-            await promote_waiters(conn, t.claimed, t.now_ms)
+    """Write the transition atomically — pipelined, so one network round trip.
+
+    No statement's result is read back before the commit: the lease check is done by
+    ``stepwell_settle`` (which raises) and a version conflict by the unique constraint, and
+    both surface when the pipeline syncs; either rolls everything back.
+    """
+    try:
+        async with conn.pipeline(), conn.transaction():
+            await append_history(conn, t.run_id, len(t.history), t.decision.events, fetch=False)
+            before = fold_rows(None, t.history)
+            after = fold_rows(before, t.decision.events)
+            if after is not None and after != before:
+                await write_run_row(conn, after)
+            retry = await _apply_effects(conn, t, pause_key)
+            if t.claimed is not None:
+                await settle_item(conn, t.claimed, t.now_ms, retry)
+    except psycopg.Error as exc:
+        if is_version_conflict(exc):
+            raise VersionConflict(t.run_id, len(t.history)) from exc
+        if exc.sqlstate == LEASE_LOST and t.claimed is not None:
+            raise LeaseLost(t.claimed.id) from exc
+        raise
 
 
 async def _apply_effects(
     conn: AsyncConn, t: Transition, pause_key: Callable[[CreatePause], str | None]
-) -> bool:
-    """Carry out the effects; True if the claimed item was requeued rather than acked."""
-    retried = False
+) -> tuple[int, int] | None:
+    """Carry out the effects; returns (due at, attempt) when the claimed item is retried."""
+    retry = None
     finished = {e.run_id for e in t.decision.effects if isinstance(e, FinishRun)}
     # A run that ends in this decision gets no further items of its own.
     to_enqueue = [
@@ -82,22 +95,19 @@ async def _apply_effects(
         if isinstance(e, Enqueue) and e.item.run_id not in finished
     ]
     emitted = [(e.internal_id, e.event) for e in t.decision.effects if isinstance(e, EmitEvent)]
+    keep = t.claimed.id if t.claimed is not None else -1
     for effect in t.decision.effects:
-        if isinstance(effect, RetryCall) and t.claimed is not None:
-            if not await requeue_item(conn, t.claimed, effect.available_at, effect.attempt):
-                raise LeaseLost(t.claimed.id)
-            retried = True
+        if isinstance(effect, RetryCall):
+            retry = (effect.available_at, effect.attempt)
         elif isinstance(effect, CreatePause):
             await pause_repo.save_pause(conn, effect, pause_key(effect))
         elif isinstance(effect, ClearPause):
             await pause_repo.delete_pause(conn, effect.pause_id)
-            keep = t.claimed.id if t.claimed is not None else -1
             await conn.execute(DELETE_JOB, (effect.timeout_job_id, keep))
         elif isinstance(effect, FinishRun):
             await pause_repo.delete_run_pauses(conn, effect.run_id)
             await release_singletons(conn, effect.run_id)
-            keep = t.claimed.id if t.claimed is not None else -1
             await conn.execute(DELETE_RUN_ITEMS, (effect.run_id, keep))
-    await enqueue_items(conn, to_enqueue, t.now_ms)
+    await enqueue_items(conn, to_enqueue, t.now_ms, fetch=False)
     await insert_events(conn, emitted, received(t.now_ms), t.now_ms, source="internal")
-    return retried
+    return retry
