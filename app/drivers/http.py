@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
+import msgspec
 
 from app.drivers.signing import canonical_json, sign
 from domain import backoff
@@ -124,7 +125,7 @@ def build_request(
 def _encode(payload: Any, *, signed: bool) -> bytes:
     if signed:
         return canonical_json(payload)
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return msgspec.json.encode(payload)
 
 
 async def call(client: httpx.AsyncClient, request: SdkRequest, now_ms: int) -> CallResult:
@@ -237,8 +238,8 @@ def _json(content: bytes) -> _Parsed:
     if not content.strip():
         return _Parsed(True, None)
     try:
-        return _Parsed(True, json.loads(content))
-    except ValueError:
+        return _Parsed(True, msgspec.json.decode(content))
+    except msgspec.DecodeError:
         return _Parsed(False)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
@@ -14,13 +14,11 @@ from app.store.urls import libpq_url
 AsyncConn = psycopg.AsyncConnection[Any]
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
 def configure_json() -> None:
-    set_json_dumps(_dumps)
-    set_json_loads(json.loads)
+    # msgspec's JSON codec: the same JSON as the stdlib's, several times faster, on a path
+    # every history row, memo and queue payload goes through.
+    set_json_dumps(msgspec.json.encode)
+    set_json_loads(msgspec.json.decode)
 
 
 async def open_pool(

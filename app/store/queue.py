@@ -60,7 +60,6 @@ UPDATE queue_items
 """
 
 
-
 def to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
