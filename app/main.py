@@ -38,6 +38,7 @@ from app.settings import Settings
 from app.store.db import AsyncConn, open_pool
 from app.store.notify import listen
 from app.store.stats import run_stats_tailer
+from app.ui import routes as ui_routes
 from domain.ports import Clock
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ def create_app(settings: Settings, database_url: str, clock: Clock | None = None
             *rest_events.ROUTES,
             *cancellations_http.ROUTES,
             *graphql_routes,
+            *ui_routes(),
         ],
         state=State({"services": services}),
         lifespan=[lifespan],

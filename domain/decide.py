@@ -349,8 +349,17 @@ def _deadline(b: _Builder, spec: Any, default: timedelta | None) -> int | None:
     return durations.deadline_ms(b.ctx.now_ms, spec, default)
 
 
+def _invalid_op(b: _Builder, op: Op, problem: object) -> None:
+    # The SDK will send the same op again on every retry: fail now, with the reason.
+    b.fail_run("Error", f"invalid {op.op.value} op {op.ui_name!r} from the SDK: {problem}")
+
+
 def _sleep(b: _Builder, op: Op) -> None:
-    until = _deadline(b, op.opts.get("duration") or op.name, None)
+    try:
+        until = _deadline(b, op.opts.get("duration") or op.name, None)
+    except durations.InvalidDuration as exc:
+        _invalid_op(b, op, exc)
+        return
     if until is None:
         b.fail_run("InngestErrTimeoutTooLong", "sleep is longer than 366 days")
         return
@@ -360,7 +369,11 @@ def _sleep(b: _Builder, op: Op) -> None:
 
 def _wait_for_event(b: _Builder, op: Op) -> None:
     s = b.state
-    expires = _deadline(b, op.opts.get("timeout"), None)
+    try:
+        expires = _deadline(b, op.opts.get("timeout"), None)
+    except durations.InvalidDuration as exc:
+        _invalid_op(b, op, exc)
+        return
     if expires is None:
         b.fail_run("InngestErrTimeoutTooLong", "waitForEvent timeout is longer than 366 days")
         return
@@ -403,11 +416,18 @@ def _wait_for_event(b: _Builder, op: Op) -> None:
 
 def _invoke(b: _Builder, op: Op) -> None:
     s = b.state
-    expires = _deadline(b, op.opts.get("timeout"), INVOKE_DEFAULT_TIMEOUT)
+    try:
+        expires = _deadline(b, op.opts.get("timeout"), INVOKE_DEFAULT_TIMEOUT)
+    except durations.InvalidDuration as exc:
+        _invalid_op(b, op, exc)
+        return
     assert expires is not None
     target = str(op.opts.get("function_id") or "")
     payload = op.opts.get("payload")
     payload = payload if isinstance(payload, Mapping) else {}
+    if not isinstance(payload.get("data") or {}, Mapping):
+        _invalid_op(b, op, "payload.data must be an object")
+        return
     correlation = f"{s.run_id}.{op.id}"
     event_id = str(payload.get("id") or b.ctx.new_id())
     pid = pause_id(s.run_id, op.id)

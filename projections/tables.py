@@ -54,8 +54,7 @@ runs = Table(
     # The runs an event started (GraphQL event.functionRuns, /v1/events/{id}/runs).
     Index("ix_runs_event_ids", "event_ids", postgresql_using="gin"),
     # Filtered run lists and their totalCount as index-only scans (bench/runs_query.py).
-    Index("ix_runs_function_id_status_queued_at", "function_id", "status", "queued_at",
-          "run_id"),
+    Index("ix_runs_function_id_status_queued_at", "function_id", "status", "queued_at", "run_id"),
 )
 
 #: Tailing projections remember how far they have read the history.  The cursor is the pair

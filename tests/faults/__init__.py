@@ -1,0 +1,1 @@
+"""Fault tests: kill -9, restarts, misbehaving SDK apps."""
