@@ -53,14 +53,7 @@ async def append_history(
     """
     if not events:
         return []
-    envelopes = [encode(e) for e in events]
-    params = (
-        run_id,
-        list(range(expected_version + 1, expected_version + 1 + len(events))),
-        [e.type for e in envelopes],
-        [e.schema_version for e in envelopes],
-        [Jsonb(e.payload) for e in envelopes],
-    )
+    params = append_params(run_id, expected_version, events)
     try:
         cur = await conn.execute(APPEND_HISTORY, params)
         # In pipeline mode (fetch=False) a conflict surfaces when the pipeline syncs; the
@@ -68,6 +61,20 @@ async def append_history(
         return [row[0] for row in await cur.fetchall()] if fetch else []
     except errors.UniqueViolation as exc:
         raise VersionConflict(run_id, expected_version) from exc
+
+
+def append_params(
+    run_id: str, expected_version: int, events: Sequence[HistoryEvent]
+) -> tuple[object, ...]:
+    """Parameters of ``APPEND_HISTORY`` (also used inside the one-statement transition)."""
+    envelopes = [encode(e) for e in events]
+    return (
+        run_id,
+        list(range(expected_version + 1, expected_version + 1 + len(events))),
+        [e.type for e in envelopes],
+        [e.schema_version for e in envelopes],
+        [Jsonb(e.payload) for e in envelopes],
+    )
 
 
 def is_version_conflict(exc: BaseException) -> bool:

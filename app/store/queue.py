@@ -74,29 +74,30 @@ async def enqueue_items(
     """Insert ``items``; existing job ids are skipped.  Returns how many were inserted."""
     if not items:
         return 0
-    cur = await conn.execute(
-        ENQUEUE_ITEMS,
-        (
-            [i.kind.value for i in items],
-            [i.job_id for i in items],
-            [i.run_id for i in items],
-            [i.function_id for i in items],
-            [to_dt(i.available_at) for i in items],
-            [i.effective_score for i in items],
-            [i.max_attempts for i in items],
-            [Jsonb(dict(i.payload)) for i in items],
-            [_bucket(i, 0)[0] for i in items],
-            [_bucket(i, 0)[1] for i in items],
-            [_bucket(i, 1)[0] for i in items],
-            [_bucket(i, 1)[1] for i in items],
-            to_dt(now_ms),
-        ),
-    )
+    cur = await conn.execute(ENQUEUE_ITEMS, (*enqueue_params(items), to_dt(now_ms)))
     if not fetch:
         return 0  # pipelined: the count is not worth a round trip
     row = await cur.fetchone()
     assert row is not None
     return int(row[0])
+
+
+def enqueue_params(items: Sequence[ItemSpec]) -> tuple[object, ...]:
+    """The column arrays of ``ENQUEUE_ITEMS`` (also used inside the one-statement transition)."""
+    return (
+        [i.kind.value for i in items],
+        [i.job_id for i in items],
+        [i.run_id for i in items],
+        [i.function_id for i in items],
+        [to_dt(i.available_at) for i in items],
+        [i.effective_score for i in items],
+        [i.max_attempts for i in items],
+        [Jsonb(dict(i.payload)) for i in items],
+        [_bucket(i, 0)[0] for i in items],
+        [_bucket(i, 0)[1] for i in items],
+        [_bucket(i, 1)[0] for i in items],
+        [_bucket(i, 1)[1] for i in items],
+    )
 
 
 def _bucket(item: ItemSpec, index: int) -> tuple[str | None, int | None]:

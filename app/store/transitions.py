@@ -12,10 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from app.store import pauses as pause_repo
 from app.store.db import AsyncConn
 from app.store.events import insert_events, received
+from app.store.fast_transition import commit_fast, fits
 from app.store.flow import release_singletons
 from app.store.history import append_history, is_version_conflict
 from app.store.queue import LEASE_LOST, enqueue_items, settle_item
@@ -32,6 +34,8 @@ from domain.effects import (
 from domain.errors import StepwellError, VersionConflict
 from domain.history import HistoryEvent
 from domain.queue import ClaimedItem
+
+IDLE = TransactionStatus.IDLE
 
 # Never the claimed item itself: it is acked (or requeued) below, under its lease.
 DELETE_JOB = "DELETE FROM queue_items WHERE job_id = %s AND id <> %s"
@@ -64,13 +68,27 @@ async def commit_transition(
     ``stepwell_settle`` (which raises) and a version conflict by the unique constraint, and
     both surface when the pipeline syncs; either rolls everything back.
     """
+    before = fold_rows(None, t.history)
+    after = fold_rows(before, t.decision.events)
+    view = after if after is not None and after != before else None
     try:
+        if fits(t.decision.effects, t.claimed) and conn.info.transaction_status is IDLE:
+            assert t.claimed is not None
+            await commit_fast(
+                conn,
+                run_id=t.run_id,
+                base_version=len(t.history),
+                events=t.decision.events,
+                effects=t.decision.effects,
+                claimed=t.claimed,
+                view=view,
+                now_ms=t.now_ms,
+            )
+            return
         async with conn.pipeline(), conn.transaction():
             await append_history(conn, t.run_id, len(t.history), t.decision.events, fetch=False)
-            before = fold_rows(None, t.history)
-            after = fold_rows(before, t.decision.events)
-            if after is not None and after != before:
-                await write_run_row(conn, after)
+            if view is not None:
+                await write_run_row(conn, view)
             retry = await _apply_effects(conn, t, pause_key)
             if t.claimed is not None:
                 await settle_item(conn, t.claimed, t.now_ms, retry)
