@@ -36,6 +36,7 @@ from app.registry.cache import FunctionCache
 from app.registry.discovery import run_sync_loop
 from app.settings import Settings
 from app.store.db import AsyncConn, open_pool
+from app.store.maintenance import vacuum_queue_if_needed
 from app.store.notify import listen
 from app.store.stats import run_stats_tailer
 from app.ui import routes as ui_routes
@@ -103,6 +104,7 @@ class Services:
         if s.run_workers:
             self._background.append(asyncio.create_task(run_cron_loop(self)))
             self._background.append(asyncio.create_task(run_stats_tailer(self)))
+            self._background.append(asyncio.create_task(vacuum_queue_if_needed(self)))
         if s.mode != "worker" and s.run_workers:
             self._sync_task = asyncio.create_task(run_sync_loop(self))
 

@@ -8,6 +8,7 @@ requeues) the claimed queue item — all or nothing.  If another writer appended
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ from domain.effects import (
 from domain.errors import StepwellError, VersionConflict
 from domain.history import HistoryEvent
 from domain.queue import ClaimedItem
+from projections.runs import RunRow
 
 IDLE = TransactionStatus.IDLE
 
@@ -85,19 +87,49 @@ async def commit_transition(
                 now_ms=t.now_ms,
             )
             return
-        async with conn.pipeline(), conn.transaction():
-            await append_history(conn, t.run_id, len(t.history), t.decision.events, fetch=False)
-            if view is not None:
-                await write_run_row(conn, view)
-            retry = await _apply_effects(conn, t, pause_key)
-            if t.claimed is not None:
-                await settle_item(conn, t.claimed, t.now_ms, retry)
+        if conn.info.transaction_status is IDLE:
+            # BEGIN/COMMIT sent as plain statements: psycopg's transaction() inside a
+            # pipeline adds a sync per nesting level; this keeps it one round trip.
+            try:
+                async with conn.pipeline():
+                    await conn.execute("BEGIN")
+                    await _write(conn, t, view, pause_key)
+                    await conn.execute("COMMIT")
+            except BaseException:
+                # An error surfaces when the pipeline syncs, after COMMIT was skipped: the
+                # transaction is left aborted, so end it before the connection is reused.
+                await _rollback(conn)
+                raise
+        else:  # inside the caller's transaction (e.g. scheduling for an event): a savepoint
+            async with conn.pipeline(), conn.transaction():
+                await _write(conn, t, view, pause_key)
     except psycopg.Error as exc:
         if is_version_conflict(exc):
             raise VersionConflict(t.run_id, len(t.history)) from exc
         if exc.sqlstate == LEASE_LOST and t.claimed is not None:
             raise LeaseLost(t.claimed.id) from exc
         raise
+
+
+async def _write(
+    conn: AsyncConn,
+    t: Transition,
+    view: RunRow | None,
+    pause_key: Callable[[CreatePause], str | None],
+) -> None:
+    await append_history(conn, t.run_id, len(t.history), t.decision.events, fetch=False)
+    if view is not None:
+        await write_run_row(conn, view)
+    retry = await _apply_effects(conn, t, pause_key)
+    if t.claimed is not None:
+        await settle_item(conn, t.claimed, t.now_ms, retry)
+
+
+async def _rollback(conn: AsyncConn) -> None:
+    if conn.info.transaction_status is not IDLE and not conn.closed:
+        # If the connection is gone, the pool discards it and the server rolled back.
+        with contextlib.suppress(psycopg.Error):
+            await conn.execute("ROLLBACK")
 
 
 async def _apply_effects(

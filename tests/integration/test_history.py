@@ -114,3 +114,32 @@ async def test_a_transition_whose_lease_was_lost_writes_nothing(
         )
     assert count_rows(db_url, "run_history") == 1
     assert count_rows(db_url, "queue_items", "job_id = 'next'") == 0
+
+
+async def test_a_general_transition_on_a_stale_version_conflicts_and_leaves_the_connection_usable(
+    conn: AsyncConn, db_url: str
+) -> None:
+    from domain.effects import CreatePause
+
+    run_id = "01JRUN0000000000000000000A"
+    async with conn.transaction():
+        await append_history(conn, run_id, 0, [scheduled(run_id)])
+    history = await load_history(conn, run_id)
+    pause = CreatePause(
+        pause_id="p1",
+        run_id=run_id,
+        step_id="w",
+        kind="wait",
+        event_name="e",
+        expression=None,
+        expires_at=T0 + 1000,
+        created_at=T0,
+    )
+    first = Transition(run_id, history, Decision([h.RunStarted(at=T0)], [pause]), None, T0)
+    await commit_transition(conn, first, lambda _p: None)
+    stale = Transition(run_id, history, Decision([h.RunStarted(at=T0)], [pause]), None, T0)
+    with pytest.raises(VersionConflict):
+        await commit_transition(conn, stale, lambda _p: None)
+    # The aborted transaction was ended: the same connection keeps working.
+    assert len(await load_history(conn, run_id)) == 2
+    assert count_rows(db_url, "pauses") == 1

@@ -1,0 +1,1 @@
+"""Stepwell benchmark suite: ``python bench/run.py`` (see ``bench/README.md``)."""
