@@ -14,53 +14,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from app.store.db import AsyncConn
-from app.store.history import append_params
-from app.store.queue import enqueue_params, to_dt
-from app.store.runs_view import row_params
+from app.store.history import INSERT_HISTORY_ROWS, append_params
+from app.store.queue import ENQUEUE_CTES, enqueue_params, to_dt
+from app.store.runs_view import UPSERT_RUN, row_params
 from domain.effects import Effect, Enqueue, RetryCall
 from domain.history import HistoryEvent
 from domain.queue import ClaimedItem
 from projections.runs import RunRow
 
-_APPEND = """
-appended AS (
-    INSERT INTO run_history (run_id, version, type, schema_version, payload)
-    SELECT %s, x.version, x.type, x.schema_version, x.payload
-      FROM unnest(%s::int[], %s::text[], %s::smallint[], %s::jsonb[])
-           AS x(version, type, schema_version, payload)
-)"""
-
-_ENQUEUE = """
-inserted AS (
-    INSERT INTO queue_items
-           (kind, job_id, run_id, function_id, available_at, score, max_attempts, payload,
-            ckey1, climit1, ckey2, climit2)
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
-                         %s::bigint[], %s::int[], %s::jsonb[], %s::text[], %s::int[],
-                         %s::text[], %s::int[])
-    ON CONFLICT (job_id) DO NOTHING
-    RETURNING available_at
-), woke AS (
-    SELECT pg_notify('stepwell_queue', '') FROM inserted WHERE available_at <= %s LIMIT 1
-)"""
-
-_VIEW = """
-viewed AS (
-    INSERT INTO runs (run_id, function_id, function_slug, function_version, app_id, status,
-                      queued_at, started_at, ended_at, event_ids, event_name, batch_id, cron,
-                      original_run_id, output)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (run_id) DO UPDATE
-       SET status = excluded.status, started_at = excluded.started_at,
-           ended_at = excluded.ended_at, output = excluded.output
-)"""
-
+_APPEND = f"\nappended AS ({INSERT_HISTORY_ROWS})"
+_VIEW = f"\nviewed AS ({UPSERT_RUN})"
 _SETTLE = """
 SELECT (SELECT count(*) FROM woke), stepwell_settle(%s, %s, %s, %s, %s)
 """
 
-FAST = "WITH" + _APPEND + "," + _ENQUEUE + _SETTLE
-FAST_WITH_VIEW = "WITH" + _APPEND + "," + _ENQUEUE + "," + _VIEW + _SETTLE
+FAST = "WITH" + _APPEND + "," + ENQUEUE_CTES + _SETTLE
+FAST_WITH_VIEW = "WITH" + _APPEND + "," + ENQUEUE_CTES + "," + _VIEW + _SETTLE
 
 
 def fits(effects: Sequence[Effect], claimed: ClaimedItem | None) -> bool:

@@ -25,13 +25,13 @@ SELECT type, schema_version, payload
 """
 
 # One statement however many events: the arrays are unnested into rows.
-APPEND_HISTORY = """
+INSERT_HISTORY_ROWS = """
 INSERT INTO run_history (run_id, version, type, schema_version, payload)
 SELECT %s, x.version, x.type, x.schema_version, x.payload
   FROM unnest(%s::int[], %s::text[], %s::smallint[], %s::jsonb[])
        AS x(version, type, schema_version, payload)
-RETURNING position
 """
+APPEND_HISTORY = INSERT_HISTORY_ROWS + "RETURNING position"
 
 
 async def load_history(conn: AsyncConn, run_id: str) -> list[HistoryEvent]:

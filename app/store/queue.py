@@ -22,8 +22,8 @@ CHANNEL = "stepwell_queue"
 
 # The wake-up NOTIFY rides in the same statement: it fires (at commit) only when an inserted
 # item is already due, so a pipelined transition needs no read-back to decide it.
-ENQUEUE_ITEMS = """
-WITH inserted AS (
+ENQUEUE_CTES = """
+inserted AS (
     INSERT INTO queue_items
            (kind, job_id, run_id, function_id, available_at, score, max_attempts, payload,
             ckey1, climit1, ckey2, climit2)
@@ -34,9 +34,10 @@ WITH inserted AS (
     RETURNING available_at
 ), woke AS (
     SELECT pg_notify('stepwell_queue', '') FROM inserted WHERE available_at <= %s LIMIT 1
+)"""
+ENQUEUE_ITEMS = (
+    "WITH" + ENQUEUE_CTES + "\nSELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM woke)"
 )
-SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM woke)
-"""
 
 # Ack (or requeue) under the lease, raising SW001 if it was lost; see migration 0006.
 SETTLE_ITEM = "SELECT stepwell_settle(%s, %s, %s, %s, %s)"
