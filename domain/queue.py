@@ -7,8 +7,7 @@ queue.  Both backends (Postgres and Redis) use these functions, so their ids are
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -28,9 +27,6 @@ class ItemKind(Enum):
 
 #: Discovery: the call that asks the SDK to run the function from the top.
 DISCOVERY_STEP = "step"
-
-#: Internal errors before the first SDK call get more chances than user retries (Inngest: 21).
-START_MAX_ATTEMPTS = 21
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,12 +79,6 @@ def step_job_id(run_id: str, purpose: str, step_id: str) -> str:
     targeted call), ``sleep``, ``wait``, ``event`` / ``timeout`` (resume paths).
     """
     return f"{run_id}:{purpose}:{step_id}"
-
-
-def join_job_id(run_id: str, step_ids: Iterable[str]) -> str:
-    """Discovery after a parallel group joins: one id however many steps finish last."""
-    digest = hashlib.sha1(b"\0".join(s.encode() for s in sorted(step_ids))).hexdigest()[:16]
-    return f"{run_id}:join:{digest}"
 
 
 def event_job_id(internal_event_id: str) -> str:

@@ -22,9 +22,10 @@ from app.engine.transitions import key_of, run_command
 from app.registry.store import FunctionRecord, function_by_slug_or_id, functions_for_event
 from app.store import pauses as pause_repo
 from app.store.db import AsyncConn
-from app.store.events import event_json, insert_events, received
+from app.store.events import insert_events, load_event, received
 from app.store.queue import ack_item, to_ms
 from domain import commands as c
+from domain.function_config import trigger_patterns
 from domain.ids import new_ulid
 from domain.lifecycle import FINISHED, INVOKED
 from domain.queue import ClaimedItem
@@ -34,23 +35,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOAD_EVENT = """
-SELECT internal_id, id, name, data, "user", ts, v, received_at
-  FROM events WHERE internal_id = %s
-"""
-
 
 async def handle_event(services: Services, item: ClaimedItem) -> None:
     internal_id = str(item.payload["internal_id"])
     async with services.db.connection() as conn:
-        cur = await conn.execute(LOAD_EVENT, (internal_id,))
-        row = await cur.fetchone()
-        if row is None:
+        loaded = await load_event(conn, internal_id)
+        if loaded is None:
             log.warning("event %s vanished before processing", internal_id)
             await ack_item(conn, item)
             return
-        event = event_json(row)
-        received_at: datetime = row[7]
+        event, received_at = loaded
         await _resume_pauses(services, conn, internal_id, event, received_at)
         targets = await _targets(conn, event)
         async with conn.transaction():
@@ -74,8 +68,6 @@ async def _targets(conn: AsyncConn, event: Mapping[str, Any]) -> list[FunctionRe
 
 
 def _trigger_matches(trigger: Any, event: Mapping[str, Any]) -> bool:
-    from domain.function_config import trigger_patterns
-
     if trigger.event not in trigger_patterns(str(event["name"])):
         return False
     return trigger.expression is None or expressions.evaluate_bool(

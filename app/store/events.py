@@ -88,11 +88,12 @@ async def insert_events(
     )
 
 
-async def load_event(conn: AsyncConn, internal_id: str) -> dict[str, Any] | None:
-    cur = await conn.execute(LOAD_EVENT, (internal_id,))
-    row = await cur.fetchone()
-    return None if row is None else event_json(row)
-
-
 def received(now_ms: int) -> datetime:
     return to_dt(now_ms)
+
+
+async def load_event(conn: AsyncConn, internal_id: str) -> tuple[dict[str, Any], datetime] | None:
+    """The stored event (as SDKs see it) and when it was received; None if unknown."""
+    cur = await conn.execute(LOAD_EVENT, (internal_id,))
+    row = await cur.fetchone()
+    return None if row is None else (event_json(row), row[7])

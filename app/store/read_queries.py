@@ -176,14 +176,6 @@ async def count_runs(conn: AsyncConn, filt: RunsFilter) -> int:
     return int(row[0]) if row else 0
 
 
-async def runs_by_ids(conn: AsyncConn, run_ids: Sequence[str]) -> list[RunRow]:
-    query = sql.SQL("SELECT {} FROM runs WHERE run_id = ANY(%s) ORDER BY run_id").format(
-        RUN_COLUMNS
-    )
-    cur = await conn.execute(query, (list(run_ids),))
-    return [run_row(r) for r in await cur.fetchall()]
-
-
 async def runs_for_events(conn: AsyncConn, event_ids: Sequence[str]) -> list[RunRow]:
     """Runs triggered by any of ``event_ids`` (internal ids), oldest first."""
     if not event_ids:
