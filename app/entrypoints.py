@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,7 @@ def run(command: str, settings: Settings) -> None:
         print(f"stepwell: database {redact(url)} is at the latest schema revision")
         return
     if command == "worker":
-        asyncio.run(run_workers(replace(settings, mode="worker"), url))
+        run_loop(run_workers(replace(settings, mode="worker"), url))
     else:
         serve(settings, url)
     del handle  # the embedded server stays up while this process needs it
@@ -122,6 +122,16 @@ async def run_workers(settings: Settings, url: str) -> None:
         await services.stop.wait()
     finally:
         await services.close()
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed (as uvicorn does for the server)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def replay(settings: Settings, run_id: str, state_after: int | None, *, as_json: bool) -> None:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import aiohttp
 import httpx
 from litestar import Litestar
 from litestar.datastructures import MutableScopeHeaders, State
@@ -21,6 +22,7 @@ from litestar.types import Message, Scope
 from psycopg_pool import AsyncConnectionPool
 
 from app.clock import SystemClock
+from app.drivers import http as driver
 from app.engine.crons import run_cron_loop
 from app.engine.handlers import build_handlers
 from app.engine.worker import Worker
@@ -53,8 +55,10 @@ class Services:
     database_url: str
     clock: Clock
     pool: AsyncConnectionPool[AsyncConn] | None = None
-    #: The one outbound HTTP client (SDK calls, sync PUTs); see ``app/drivers/http.py``.
+    #: Control-plane HTTP (sync PUTs, discovery probes).
     http: httpx.AsyncClient | None = None
+    #: The client for SDK calls, the hot path; see ``app/drivers/http.py``.
+    calls: aiohttp.ClientSession | None = None
     worker: Worker | None = None
     functions: FunctionCache = field(default_factory=FunctionCache)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -69,9 +73,9 @@ class Services:
         return server_kind(self.settings)
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        assert self.http is not None, "services not started"
-        return self.http
+    def client(self) -> aiohttp.ClientSession:
+        assert self.calls is not None, "services not started"
+        return self.calls
 
     @property
     def db(self) -> AsyncConnectionPool[AsyncConn]:
@@ -81,12 +85,9 @@ class Services:
     async def start(self) -> None:
         s = self.settings
         self.pool = await open_pool(self.database_url, max_size=max(8, s.workers // 2 + 4))
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=10, read=s.call_timeout, write=60, pool=60),
-            limits=httpx.Limits(
-                max_connections=max(64, s.workers * 2), max_keepalive_connections=max(32, s.workers)
-            ),
-            follow_redirects=False,
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(30), follow_redirects=False)
+        self.calls = driver.new_session(
+            call_timeout=s.call_timeout, max_connections=max(64, s.workers * 2)
         )
         if s.run_workers and s.workers > 0:
             self.worker = Worker(
@@ -126,6 +127,8 @@ class Services:
                 await self._listener
         if self.http is not None:
             await self.http.aclose()
+        if self.calls is not None:
+            await self.calls.close()
         if self.pool is not None:
             await self.pool.close()
 
