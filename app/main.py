@@ -25,6 +25,7 @@ from app.clock import SystemClock
 from app.drivers import http as driver
 from app.engine.crons import run_cron_loop
 from app.engine.handlers import build_handlers
+from app.engine.run_cache import RunCache
 from app.engine.worker import Worker
 from app.graphql import ROUTES as graphql_routes
 from app.http import apps as apps_http
@@ -34,7 +35,7 @@ from app.http import events, rest_events, runs
 from app.http import register as register_http
 from app.http.errors import handle_exception
 from app.http.health import health
-from app.registry.cache import FunctionCache
+from app.registry.cache import FunctionCache, TriggerIndex
 from app.registry.discovery import run_sync_loop
 from app.settings import Settings
 from app.store.db import AsyncConn, open_pool
@@ -61,6 +62,10 @@ class Services:
     calls: aiohttp.ClientSession | None = None
     worker: Worker | None = None
     functions: FunctionCache = field(default_factory=FunctionCache)
+    #: Which functions an event name triggers (see ``app/registry/cache.py``).
+    triggers: TriggerIndex = field(default_factory=TriggerIndex)
+    #: Snapshots of the runs this process works on (see ``app/engine/run_cache.py``).
+    runs: RunCache = field(default_factory=RunCache)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     _listener: asyncio.Task[None] | None = None
     _sync_task: asyncio.Task[None] | None = None

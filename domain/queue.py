@@ -66,6 +66,8 @@ class ClaimedItem:
     payload: Mapping[str, Any]
     #: The concurrency buckets the item occupies while leased.
     concurrency_keys: tuple[str, ...] = ()
+    #: The run's history version when the item was claimed (None: unknown or no history).
+    run_version: int | None = None
 
 
 def start_job_id(function_id: str, idempotency_key: str) -> str:

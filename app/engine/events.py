@@ -19,7 +19,7 @@ from app import expressions
 from app.engine.batching import add_to_batch, batch_applies, debounce_event
 from app.engine.scheduling import RunRequest, rate_limited, schedule_run
 from app.engine.transitions import key_of, run_command
-from app.registry.store import FunctionRecord, function_by_slug_or_id, functions_for_event
+from app.registry.store import FunctionRecord, function_by_slug_or_id
 from app.store import pauses as pause_repo
 from app.store.db import AsyncConn
 from app.store.events import insert_events, load_event, received
@@ -44,9 +44,9 @@ async def handle_event(services: Services, item: ClaimedItem) -> None:
             log.warning("event %s vanished before processing", internal_id)
             await ack_item(conn, item)
             return
-        event, received_at = loaded
+        event, received_at, registry_version = loaded
         await _resume_pauses(services, conn, internal_id, event, received_at)
-        targets = await _targets(conn, event)
+        targets = await _targets(services, conn, event, registry_version)
         async with conn.transaction():
             for fn in targets:
                 await admit_event(services, conn, fn, internal_id, event)
@@ -55,13 +55,18 @@ async def handle_event(services: Services, item: ClaimedItem) -> None:
             await ack_item(conn, item)
 
 
-async def _targets(conn: AsyncConn, event: Mapping[str, Any]) -> list[FunctionRecord]:
+async def _targets(
+    services: Services, conn: AsyncConn, event: Mapping[str, Any], registry_version: int | None
+) -> list[FunctionRecord]:
     if event["name"] == INVOKED:
         meta = (event.get("data") or {}).get("_inngest") or {}
         fn = await function_by_slug_or_id(conn, str(meta.get("fn_id") or ""))
         return [fn] if fn is not None else []
     matched = []
-    for fn in await functions_for_event(conn, str(event["name"])):
+    triggered = await services.triggers.functions_for_event(
+        conn, str(event["name"]), registry_version
+    )
+    for fn in triggered:
         if any(_trigger_matches(t, event) for t in fn.config.event_triggers):
             matched.append(fn)
     return matched

@@ -1,8 +1,9 @@
 """Queue handlers for a run's own items: SDK calls (start/edge), sleeps, pause timeouts.
 
-A call item is executed by loading the run (one query + fold), calling the SDK with the
-request of protocol §2.1 while the worker keeps the lease alive, and committing the decided
-transition — which acks the item — in one transaction.
+A call item is executed by loading the run (from the worker's run cache when its copy is
+current, else one query + fold), calling the SDK with the request of protocol §2.1 while the
+worker keeps the lease alive, and committing the decided transition — which acks the item — in
+one transaction.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ from typing import TYPE_CHECKING
 from app.drivers import http as driver
 from app.engine.cancellations import cancel_reason, matching_rule
 from app.engine.pauses import catch_up_wait
-from app.engine.transitions import run_command
+from app.engine.run_cache import Snapshot
+from app.engine.transitions import apply_command, run_command
 from app.registry.store import function_at_version, function_by_slug_or_id
 from app.store.history import load_history
-from app.store.queue import ack_item
+from app.store.queue import Lease, ack_item
 from domain import commands as c
 from domain.decide import INVOKE_TIMEOUT_ERROR
 from domain.effects import CreatePause
+from domain.ids import new_ulid
 from domain.opcodes import CallFailed, CallResult
 from domain.queue import ClaimedItem
-from domain.run import fold
 
 if TYPE_CHECKING:
     from app.main import Services
@@ -30,15 +32,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def execute_call(services: Services, item: ClaimedItem) -> None:
+async def execute_call(services: Services, item: ClaimedItem) -> ClaimedItem | None:
+    """Run one SDK call of a run; returns the run's next call if it was handed to this worker."""
     run_id = str(item.run_id)
     step_id = str(item.payload.get("step_id") or "step")
+    snap = services.runs.get(run_id, item.run_version)
     async with services.db.connection() as conn:
-        history = await load_history(conn, run_id)
-        state = fold(history)
+        if snap is None:
+            snap = Snapshot.of(run_id, await load_history(conn, run_id))
+        state = snap.state
         if not state.exists or state.is_finished or step_id in state.steps:
             await ack_item(conn, item)  # nothing left to do for this item
-            return
+            return None
         rule = await matching_rule(conn, state)  # a bulk cancellation covers this run
         if rule is not None:
             await run_command(
@@ -46,10 +51,10 @@ async def execute_call(services: Services, item: ClaimedItem) -> None:
                 run_id,
                 c.CancelRun(reason=cancel_reason(rule)),
                 claimed=item,
-                history=history,
+                snapshot=snap,
                 conn=conn,
             )
-            return
+            return None
         fn = await services.functions.get(
             conn, state.function_id, function_by_slug_or_id
         ) or await function_at_version(conn, state.function_id, state.function_version)
@@ -57,14 +62,14 @@ async def execute_call(services: Services, item: ClaimedItem) -> None:
     if state.started_at is None:
         # The run counts as started when its first attempt begins (timeouts.start, the
         # Running status), not when that attempt returns.
-        await run_command(services, run_id, c.MarkStarted(at=started), history=history)
-        async with services.db.connection() as conn:
-            history = await load_history(conn, run_id)
-        state = fold(history)
+        marked = await apply_command(services, run_id, c.MarkStarted(at=started), snapshot=snap)
+        assert marked.snapshot is not None  # no claimed item: the lease cannot be lost
+        snap = marked.snapshot
+        state = snap.state
         if state.is_finished:
             async with services.db.connection() as conn:
                 await ack_item(conn, item)
-            return
+            return None
     if fn is None:
         result: CallResult = CallFailed(
             error={"name": "Error", "message": f"function {state.function_slug} not found"},
@@ -85,17 +90,28 @@ async def execute_call(services: Services, item: ClaimedItem) -> None:
     call = c.Call(
         step_id=step_id, attempt=item.attempt, max_attempts=state.max_attempts, started_at=started
     )
-    decision = await run_command(
+    applied = await apply_command(
         services,
         run_id,
         c.HandleCallResult(call=call, result=result),
         claimed=item,
-        history=history,
+        snapshot=snap,
+        handoff=_handoff_lease(services),
     )
-    if decision is not None:
-        for effect in decision.effects:
+    if applied.decision is not None:
+        for effect in applied.decision.effects:
             if isinstance(effect, CreatePause) and effect.kind == "wait":
                 await catch_up_wait(services, effect)
+    return applied.handoff
+
+
+def _handoff_lease(services: Services) -> Lease | None:
+    """A lease for the run's next call, so that this worker runs it straight away (None when
+    not running as a queue worker, or stopping: then the next call goes through the queue)."""
+    if services.worker is None or services.stop.is_set():
+        return None
+    lease_ms = int(services.settings.lease_seconds * 1000)
+    return Lease(new_ulid(), services.clock.now_ms() + lease_ms)
 
 
 async def execute_sleep(services: Services, item: ClaimedItem) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app import expressions
+from app.engine.run_cache import Snapshot
 from app.engine.transitions import decide_context, pause_key, run_command
 from app.registry.store import FunctionRecord
 from app.store import flow as repo
@@ -212,5 +213,8 @@ async def schedule_run(
         skip_reason=await _singleton(services, conn, fn, first, run_id),
     )
     decision = decide(RunState(), command, decide_context(services, now))
-    await commit_transition(conn, Transition(run_id, [], decision, None, now), pause_key)
+    await commit_transition(conn, Transition(run_id, 0, None, decision, None, now), pause_key)
+    # Kept for the run's first call (used only if the claim finds the run at this version,
+    # i.e. the caller's transaction committed).
+    services.runs.put(Snapshot.of(run_id, decision.events))
     return run_id

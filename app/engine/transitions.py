@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app import expressions
+from app.engine.run_cache import Snapshot
 from app.store.db import AsyncConn
 from app.store.history import load_history
+from app.store.queue import Lease
 from app.store.transitions import LeaseLost, Transition, commit_transition
 from domain.commands import Command
 from domain.decide import DecideContext, decide
 from domain.effects import CreatePause, Decision
 from domain.errors import VersionConflict
-from domain.history import HistoryEvent
 from domain.ids import new_ulid
 from domain.queue import ClaimedItem
-from domain.run import fold
 
 if TYPE_CHECKING:
     from app.main import Services
@@ -60,33 +60,59 @@ def pause_key(pause: CreatePause) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What ``apply_command`` did: the decision (None: the lease was lost, nothing written)
+    and the run as it now stands (the snapshot decided on, advanced by what was committed)."""
+
+    decision: Decision | None
+    snapshot: Snapshot | None
+    #: The run's next call, inserted leased to this worker (see ``commit_transition``).
+    handoff: ClaimedItem | None = None
+
+
 async def run_command(
     services: Services,
     run_id: str,
     command: Command,
     *,
     claimed: ClaimedItem | None = None,
-    history: Sequence[HistoryEvent] | None = None,
+    snapshot: Snapshot | None = None,
     conn: AsyncConn | None = None,
 ) -> Decision | None:
     """Decide and commit ``command``; None when the claimed item's lease was lost."""
+    applied = await apply_command(
+        services, run_id, command, claimed=claimed, snapshot=snapshot, conn=conn
+    )
+    return applied.decision
+
+
+async def apply_command(
+    services: Services,
+    run_id: str,
+    command: Command,
+    *,
+    claimed: ClaimedItem | None = None,
+    snapshot: Snapshot | None = None,
+    conn: AsyncConn | None = None,
+    handoff: Lease | None = None,
+) -> Applied:
+    """``run_command``, also returning the run's snapshot after the commit.
+
+    ``snapshot`` is the run as the caller read it (None: read it here); if it turns out stale,
+    the commit conflicts and the command is decided again on a fresh read.
+    """
     for _ in range(MAX_CONFLICT_RETRIES):
+        on = (claimed, snapshot, handoff)
         if conn is not None:
-            outcome = await _attempt(
-                services, conn, run_id, command, claimed=claimed, history=history
-            )
+            outcome = await _attempt(services, conn, run_id, command, on)
         else:
             async with services.db.connection() as fresh:
-                outcome = await _attempt(
-                    services, fresh, run_id, command, claimed=claimed, history=history
-                )
-        if outcome is not _CONFLICT:
-            return outcome if isinstance(outcome, Decision) else None
-        history = None
+                outcome = await _attempt(services, fresh, run_id, command, on)
+        if outcome is not None:
+            return outcome
+        snapshot = None
     raise VersionConflict(run_id, -1)
-
-
-_CONFLICT = object()
 
 
 async def _attempt(
@@ -94,23 +120,29 @@ async def _attempt(
     conn: AsyncConn,
     run_id: str,
     command: Command,
-    *,
-    claimed: ClaimedItem | None,
-    history: Sequence[HistoryEvent] | None,
-) -> object:
-    if history is None:
-        history = await load_history(conn, run_id)
+    on: tuple[ClaimedItem | None, Snapshot | None, Lease | None],
+) -> Applied | None:
+    """One try; None on a version conflict (the caller re-reads and decides again)."""
+    claimed, snapshot, handoff = on
+    if snapshot is None:
+        snapshot = Snapshot.of(run_id, await load_history(conn, run_id))
     now = services.clock.now_ms()
-    decision = decide(fold(history), command, decide_context(services, now))
+    decision = decide(snapshot.state, command, decide_context(services, now))
     if decision.is_empty and claimed is None:
-        return decision
+        return Applied(decision, snapshot)
+    t = Transition(run_id, snapshot.version, snapshot.row, decision, claimed, now)
     try:
-        await commit_transition(
-            conn, Transition(run_id, history, decision, claimed, now), pause_key
-        )
+        next_item = await commit_transition(conn, t, pause_key, handoff)
     except VersionConflict:
-        return _CONFLICT
-    except LeaseLost as exc:
-        log.info("%s; dropping this worker's result for run %s", exc, run_id)
+        services.runs.drop(run_id)
         return None
-    return decision
+    except LeaseLost as exc:
+        services.runs.drop(run_id)
+        log.info("%s; dropping this worker's result for run %s", exc, run_id)
+        return Applied(None, None)
+    except BaseException:
+        services.runs.drop(run_id)  # the outcome is unknown: read the run next time
+        raise
+    after = snapshot.after(decision.events)
+    services.runs.put(after)
+    return Applied(decision, after, next_item)

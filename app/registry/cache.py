@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from app.registry.store import FunctionRecord
+from app.registry.store import FunctionRecord, functions_for_event
 from app.store.db import AsyncConn
 
 
@@ -35,3 +35,34 @@ class FunctionCache:
             self._entries.clear()
         self._entries[key] = (now, record)
         return record
+
+
+class TriggerIndex:
+    """The functions each event name triggers, kept for one registry version.
+
+    ``registry_version`` is bumped in every transaction that writes the registry (migration
+    0008).  A caller passes the version it read (with the event, in one statement); a copy
+    made at that version is exact.  On a miss the list is read after that version was, so it
+    is at least as new: at worst it is reloaded once more, never served stale.
+    """
+
+    def __init__(self, max_names: int = 10_000) -> None:
+        self.max_names = max_names
+        self._version: int | None = None
+        self._by_name: dict[str, list[FunctionRecord]] = {}
+
+    async def functions_for_event(
+        self, conn: AsyncConn, event_name: str, version: int | None
+    ) -> list[FunctionRecord]:
+        if version is not None and version == self._version:
+            hit = self._by_name.get(event_name)
+            if hit is not None:
+                return hit
+        records = await functions_for_event(conn, event_name)
+        if version is None:
+            return records
+        if version != self._version or len(self._by_name) >= self.max_names:
+            self._version = version
+            self._by_name = {}
+        self._by_name[event_name] = records
+        return records

@@ -19,8 +19,11 @@ SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[
 ON CONFLICT (internal_id) DO NOTHING
 """
 
+# With the registry version (migration 0008), read in the same statement, so the caller can
+# tell whether its in-memory trigger index is current.
 LOAD_EVENT = """
-SELECT internal_id, id, name, data, "user", ts, v, received_at
+SELECT internal_id, id, name, data, "user", ts, v, received_at,
+       (SELECT version FROM registry_version WHERE id = 1)
   FROM events WHERE internal_id = %s
 """
 
@@ -92,8 +95,11 @@ def received(now_ms: int) -> datetime:
     return to_dt(now_ms)
 
 
-async def load_event(conn: AsyncConn, internal_id: str) -> tuple[dict[str, Any], datetime] | None:
-    """The stored event (as SDKs see it) and when it was received; None if unknown."""
+async def load_event(
+    conn: AsyncConn, internal_id: str
+) -> tuple[dict[str, Any], datetime, int | None] | None:
+    """The stored event (as SDKs see it), when it was received and the registry version;
+    None if unknown."""
     cur = await conn.execute(LOAD_EVENT, (internal_id,))
     row = await cur.fetchone()
-    return None if row is None else (event_json(row), row[7])
+    return None if row is None else (event_json(row), row[7], row[8])

@@ -184,7 +184,3 @@ async def take_singleton(conn: AsyncConn, key: str, run_id: str) -> str | None:
     cur = await conn.execute(SINGLETON_HOLDER, (key,))
     row = await cur.fetchone()
     return None if row is None else str(row[0])
-
-
-async def release_singletons(conn: AsyncConn, run_id: str) -> None:
-    await conn.execute(RELEASE_SINGLETONS, (run_id,))

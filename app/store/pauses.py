@@ -51,10 +51,6 @@ async def delete_pause(conn: AsyncConn, pause_id: str) -> None:
     await conn.execute(DELETE_PAUSE, (pause_id,))
 
 
-async def delete_run_pauses(conn: AsyncConn, run_id: str) -> None:
-    await conn.execute(DELETE_RUN_PAUSES, (run_id,))
-
-
 async def find_candidates(
     conn: AsyncConn, event_name: str, keys: Sequence[str], now_ms: int
 ) -> list[tuple[Any, ...]]:

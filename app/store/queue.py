@@ -9,7 +9,8 @@ worker that lost its lease can no longer touch the item.  Enqueue notifies ``ste
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from psycopg.types.json import Jsonb
@@ -22,16 +23,23 @@ CHANNEL = "stepwell_queue"
 
 # The wake-up NOTIFY rides in the same statement: it fires (at commit) only when an inserted
 # item is already due, so a pipelined transition needs no read-back to decide it.
+# The items come as one JSON array (times in epoch ms), unpacked by Postgres.  An item with a
+# ``lease`` is inserted already leased to the enqueuing worker until ``until`` — a hand-off: it
+# runs the item next without a claim, and the lease protects it exactly as a claim's would.
 ENQUEUE_CTES = """
 inserted AS (
     INSERT INTO queue_items
            (kind, job_id, run_id, function_id, available_at, score, max_attempts, payload,
-            ckey1, climit1, ckey2, climit2)
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
-                         %s::bigint[], %s::int[], %s::jsonb[], %s::text[], %s::int[],
-                         %s::text[], %s::int[])
+            ckey1, climit1, ckey2, climit2, lease_id, leased_until)
+    SELECT x.kind, x.job_id, x.run_id, x.function_id,
+           to_timestamp(coalesce(x.until, x.at) / 1000.0), x.score, x.max_attempts, x.payload,
+           x.ckey1, x.climit1, x.ckey2, x.climit2, x.lease, to_timestamp(x.until / 1000.0)
+      FROM jsonb_to_recordset(%s) AS x(kind text, job_id text, run_id text, function_id text,
+                                       at bigint, score bigint, max_attempts int, payload jsonb,
+                                       ckey1 text, climit1 int, ckey2 text, climit2 int,
+                                       lease text, until bigint)
     ON CONFLICT (job_id) DO NOTHING
-    RETURNING available_at
+    RETURNING id, available_at, lease_id
 ), woke AS (
     SELECT pg_notify('stepwell_queue', '') FROM inserted WHERE available_at <= %s LIMIT 1
 )"""
@@ -83,22 +91,43 @@ async def enqueue_items(
     return int(row[0])
 
 
-def enqueue_params(items: Sequence[ItemSpec]) -> tuple[object, ...]:
-    """The column arrays of ``ENQUEUE_ITEMS`` (also used inside the one-statement transition)."""
-    return (
-        [i.kind.value for i in items],
-        [i.job_id for i in items],
-        [i.run_id for i in items],
-        [i.function_id for i in items],
-        [to_dt(i.available_at) for i in items],
-        [i.effective_score for i in items],
-        [i.max_attempts for i in items],
-        [Jsonb(dict(i.payload)) for i in items],
-        [_bucket(i, 0)[0] for i in items],
-        [_bucket(i, 0)[1] for i in items],
-        [_bucket(i, 1)[0] for i in items],
-        [_bucket(i, 1)[1] for i in items],
-    )
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A lease taken at insert time (see ``ENQUEUE_CTES``)."""
+
+    lease_id: str
+    until_ms: int
+
+
+def enqueue_params(
+    items: Sequence[ItemSpec], leases: Mapping[str, Lease] | None = None
+) -> tuple[object, ...]:
+    """The items parameter of ``ENQUEUE_ITEMS`` (also used in the one-statement transition);
+    ``leases`` by job id insert those items already leased."""
+    rows = []
+    for i in items:
+        lease = leases.get(i.job_id) if leases else None
+        k1, l1 = _bucket(i, 0)
+        k2, l2 = _bucket(i, 1)
+        rows.append(
+            {
+                "kind": i.kind.value,
+                "job_id": i.job_id,
+                "run_id": i.run_id,
+                "function_id": i.function_id,
+                "at": i.available_at,
+                "score": i.effective_score,
+                "max_attempts": i.max_attempts,
+                "payload": dict(i.payload),
+                "ckey1": k1,
+                "climit1": l1,
+                "ckey2": k2,
+                "climit2": l2,
+                "lease": None if lease is None else lease.lease_id,
+                "until": None if lease is None else lease.until_ms,
+            }
+        )
+    return (Jsonb(rows),)
 
 
 def _bucket(item: ItemSpec, index: int) -> tuple[str | None, int | None]:
@@ -153,6 +182,7 @@ async def claim_due_items(
             lease_id=lease_id,
             leased_until=until,
             concurrency_keys=tuple(k for k in (r[9], r[10]) if k),
+            run_version=r[11],
         )
         for r in rows
     ]

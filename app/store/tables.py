@@ -182,6 +182,15 @@ function_triggers = Table(
     Index("ix_function_triggers_event_name", "event_name"),
 )
 
+#: One row: bumped by triggers on every write to apps/functions/function_triggers (migration
+#: 0008), so in-memory copies of the registry can tell whether they are current.
+registry_version = Table(
+    "registry_version",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
 #: Run idempotency: (function, event id) — or a configured key — starts at most one run.
 #: Rows outlive the run (Inngest keeps these keys 24 h); ``gc`` drops expired ones.
 run_idempotency = Table(

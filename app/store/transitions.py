@@ -19,9 +19,9 @@ from app.store import pauses as pause_repo
 from app.store.db import AsyncConn
 from app.store.events import insert_events, received
 from app.store.fast_transition import commit_fast, fits
-from app.store.flow import release_singletons
+from app.store.flow import RELEASE_SINGLETONS
 from app.store.history import append_history, is_version_conflict
-from app.store.queue import LEASE_LOST, enqueue_items, settle_item
+from app.store.queue import LEASE_LOST, Lease, enqueue_items, settle_item
 from app.store.runs_view import fold_rows, write_run_row
 from domain.effects import (
     ClearPause,
@@ -41,7 +41,11 @@ IDLE = TransactionStatus.IDLE
 
 # Never the claimed item itself: it is acked (or requeued) below, under its lease.
 DELETE_JOB = "DELETE FROM queue_items WHERE job_id = %s AND id <> %s"
-DELETE_RUN_ITEMS = "DELETE FROM queue_items WHERE run_id = %s AND id <> %s"
+# A finished run's leftovers in one statement: its pauses, singleton locks and queue items.
+CLEAR_FINISHED_RUN = (
+    f"WITH p AS ({pause_repo.DELETE_RUN_PAUSES}), s AS ({RELEASE_SINGLETONS})\n"
+    "DELETE FROM queue_items WHERE run_id = %s AND id <> %s"
+)
 
 
 class LeaseLost(StepwellError):
@@ -55,38 +59,57 @@ class LeaseLost(StepwellError):
 @dataclass(frozen=True, slots=True)
 class Transition:
     run_id: str
-    history: Sequence[HistoryEvent]  # the run's history the decision was made on
+    #: The history version the decision was made on, and the runs-view row at that version.
+    base_version: int
+    row_before: RunRow | None
     decision: Decision
     claimed: ClaimedItem | None
     now_ms: int
 
+    @classmethod
+    def on(
+        cls,
+        run_id: str,
+        history: Sequence[HistoryEvent],
+        decision: Decision,
+        claimed: ClaimedItem | None,
+        now_ms: int,
+    ) -> Transition:
+        """The transition of ``decision`` made on the whole ``history``."""
+        return cls(run_id, len(history), fold_rows(None, history), decision, claimed, now_ms)
+
 
 async def commit_transition(
-    conn: AsyncConn, t: Transition, pause_key: Callable[[CreatePause], str | None]
-) -> None:
+    conn: AsyncConn,
+    t: Transition,
+    pause_key: Callable[[CreatePause], str | None],
+    handoff: Lease | None = None,
+) -> ClaimedItem | None:
     """Write the transition atomically — pipelined, so one network round trip.
+
+    With ``handoff``, the run's next call may come back already leased to the caller (see
+    ``fast_transition.commit_fast``); None otherwise.
 
     No statement's result is read back before the commit: the lease check is done by
     ``stepwell_settle`` (which raises) and a version conflict by the unique constraint, and
     both surface when the pipeline syncs; either rolls everything back.
     """
-    before = fold_rows(None, t.history)
+    before = t.row_before
     after = fold_rows(before, t.decision.events)
     view = after if after is not None and after != before else None
     try:
         if fits(t.decision.effects, t.claimed) and conn.info.transaction_status is IDLE:
-            assert t.claimed is not None
-            await commit_fast(
+            return await commit_fast(
                 conn,
                 run_id=t.run_id,
-                base_version=len(t.history),
+                base_version=t.base_version,
                 events=t.decision.events,
                 effects=t.decision.effects,
                 claimed=t.claimed,
                 view=view,
                 now_ms=t.now_ms,
+                handoff=handoff,
             )
-            return
         if conn.info.transaction_status is IDLE:
             # BEGIN/COMMIT sent as plain statements: psycopg's transaction() inside a
             # pipeline adds a sync per nesting level; this keeps it one round trip.
@@ -100,15 +123,21 @@ async def commit_transition(
                 # transaction is left aborted, so end it before the connection is reused.
                 await _rollback(conn)
                 raise
-        else:  # inside the caller's transaction (e.g. scheduling for an event): a savepoint
+        elif t.base_version == 0 and t.claimed is None:
+            # A new run inside the caller's transaction (scheduling for an event): its id is
+            # new, so nothing can conflict and no savepoint is needed.
+            async with conn.pipeline():
+                await _write(conn, t, view, pause_key)
+        else:  # inside the caller's transaction: a savepoint
             async with conn.pipeline(), conn.transaction():
                 await _write(conn, t, view, pause_key)
     except psycopg.Error as exc:
         if is_version_conflict(exc):
-            raise VersionConflict(t.run_id, len(t.history)) from exc
+            raise VersionConflict(t.run_id, t.base_version) from exc
         if exc.sqlstate == LEASE_LOST and t.claimed is not None:
             raise LeaseLost(t.claimed.id) from exc
         raise
+    return None
 
 
 async def _write(
@@ -117,7 +146,7 @@ async def _write(
     view: RunRow | None,
     pause_key: Callable[[CreatePause], str | None],
 ) -> None:
-    await append_history(conn, t.run_id, len(t.history), t.decision.events, fetch=False)
+    await append_history(conn, t.run_id, t.base_version, t.decision.events, fetch=False)
     if view is not None:
         await write_run_row(conn, view)
     retry = await _apply_effects(conn, t, pause_key)
@@ -155,9 +184,8 @@ async def _apply_effects(
             await pause_repo.delete_pause(conn, effect.pause_id)
             await conn.execute(DELETE_JOB, (effect.timeout_job_id, keep))
         elif isinstance(effect, FinishRun):
-            await pause_repo.delete_run_pauses(conn, effect.run_id)
-            await release_singletons(conn, effect.run_id)
-            await conn.execute(DELETE_RUN_ITEMS, (effect.run_id, keep))
+            run = effect.run_id
+            await conn.execute(CLEAR_FINISHED_RUN, (run, run, run, keep))
     await enqueue_items(conn, to_enqueue, t.now_ms, fetch=False)
     await insert_events(conn, emitted, received(t.now_ms), t.now_ms, source="internal")
     return retry

@@ -135,7 +135,7 @@ class Runs:
         history = [scheduled, *events]
         async with services(self.client).db.connection() as conn:
             decision = Decision(history, [])
-            await commit_transition(conn, Transition(run_id, [], decision, None, at), pause_key)
+            await commit_transition(conn, Transition.on(run_id, [], decision, None, at), pause_key)
         return run_id
 
     async def app_id(self) -> str:

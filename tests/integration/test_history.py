@@ -81,7 +81,7 @@ async def test_a_transition_acks_its_item_enqueues_the_next_and_updates_the_view
     history = await load_history(conn, run_id)
     decision = Decision([h.RunStarted(at=T0 + 5)], [Enqueue(item=nxt)])
     await commit_transition(
-        conn, Transition(run_id, history, decision, claimed, T0 + 5), lambda _p: None
+        conn, Transition.on(run_id, history, decision, claimed, T0 + 5), lambda _p: None
     )
     assert [c.job_id for c in await q.claim_due_items(conn, 5, 30_000, T0 + 10)] == ["next"]
     row = await load_run_row(conn, run_id)
@@ -107,7 +107,7 @@ async def test_a_transition_whose_lease_was_lost_writes_nothing(
     with pytest.raises(LeaseLost):
         await commit_transition(
             conn,
-            Transition(
+            Transition.on(
                 run_id, history, Decision([h.RunStarted(at=T0)], [Enqueue(item=nxt)]), stale, T0
             ),
             lambda _p: None,
@@ -135,9 +135,9 @@ async def test_a_general_transition_on_a_stale_version_conflicts_and_leaves_the_
         expires_at=T0 + 1000,
         created_at=T0,
     )
-    first = Transition(run_id, history, Decision([h.RunStarted(at=T0)], [pause]), None, T0)
+    first = Transition.on(run_id, history, Decision([h.RunStarted(at=T0)], [pause]), None, T0)
     await commit_transition(conn, first, lambda _p: None)
-    stale = Transition(run_id, history, Decision([h.RunStarted(at=T0)], [pause]), None, T0)
+    stale = Transition.on(run_id, history, Decision([h.RunStarted(at=T0)], [pause]), None, T0)
     with pytest.raises(VersionConflict):
         await commit_transition(conn, stale, lambda _p: None)
     # The aborted transaction was ended: the same connection keeps working.

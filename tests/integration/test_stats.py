@@ -57,7 +57,7 @@ async def _schedule_in(tx: AsyncConn, svc: Services) -> str:
         max_attempts=3,
     )
     decision = decide(RunState(), command, decide_context(svc, now))
-    await commit_transition(tx, Transition(run_id, [], decision, None, now), pause_key)
+    await commit_transition(tx, Transition.on(run_id, [], decision, None, now), pause_key)
     return run_id
 
 
