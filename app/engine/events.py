@@ -47,6 +47,9 @@ async def handle_event(services: Services, item: ClaimedItem) -> None:
         event, received_at, registry_version = loaded
         await _resume_pauses(services, conn, internal_id, event, received_at)
         targets = await _targets(services, conn, event, registry_version)
+        if not targets and event["name"] != INVOKED:
+            await ack_item(conn, item)  # triggers nothing (e.g. most function.finished events)
+            return
         async with conn.transaction():
             for fn in targets:
                 await admit_event(services, conn, fn, internal_id, event)

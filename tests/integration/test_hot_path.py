@@ -1,0 +1,166 @@
+"""The engine's hot-path shortcuts keep the queue's guarantees.
+
+* A step's transition can hand the run's next call to its own worker: the item is inserted
+  already leased, so no other claimer takes it — and if that worker dies, the lease expires
+  and the item is claimed like any other.
+* A worker's run snapshots are used only when the claim finds the run at the snapshot's
+  version; a run advanced by anyone else is read again.
+* The trigger index follows every registry write (the version bumped by triggers).
+"""
+
+from __future__ import annotations
+
+from psycopg.types.json import Jsonb
+
+from app.engine.run_cache import RunCache, Snapshot
+from app.registry.cache import TriggerIndex
+from app.store import queue as q
+from app.store.db import AsyncConn
+from app.store.events import load_event
+from app.store.history import append_history, load_history
+from app.store.transitions import Transition, commit_transition
+from domain import history as h
+from domain.effects import Decision, Enqueue
+from domain.queue import ItemKind, ItemSpec
+from tests.conftest import count_rows
+from tests.integration.test_history import T0, scheduled
+
+RUN = "01JRUN0000000000000000000A"
+URL = "http://127.0.0.1:9/api?fnId=shop-order&stepId=step"
+
+
+async def _started_run(conn: AsyncConn) -> q.ClaimedItem:
+    async with conn.transaction():
+        await append_history(conn, RUN, 0, [scheduled(RUN)])
+        start = ItemSpec(kind=ItemKind.START, job_id="start", available_at=T0, run_id=RUN)
+        await q.enqueue_items(conn, [start], T0)
+    [claimed] = await q.claim_due_items(conn, 1, 30_000, T0)
+    return claimed
+
+
+def _step(step_id: str, at: int) -> h.StepCompleted:
+    return h.StepCompleted(
+        at=at, step_id=step_id, name=step_id, output={"data": 1}, attempt=0, started_at=at
+    )
+
+
+async def test_a_handed_off_call_is_leased_to_its_worker_and_reclaimed_if_it_dies(
+    conn: AsyncConn, db_url: str
+) -> None:
+    claimed = await _started_run(conn)
+    assert claimed.run_version == 1
+    history = await load_history(conn, RUN)
+    nxt = ItemSpec(kind=ItemKind.EDGE, job_id="next", available_at=T0 + 5, run_id=RUN)
+    decision = Decision([_step("a", T0 + 5)], [Enqueue(item=nxt)])
+    lease = q.Lease("handoff-lease", T0 + 5 + 30_000)
+    handed = await commit_transition(
+        conn, Transition.on(RUN, history, decision, claimed, T0 + 5), lambda _p: None, lease
+    )
+    assert handed is not None
+    assert (handed.job_id, handed.lease_id, handed.run_version) == ("next", lease.lease_id, 2)
+    assert count_rows(db_url, "queue_items", "job_id = 'start'") == 0
+    # Nobody else can claim it while the lease holds ...
+    assert await q.claim_due_items(conn, 5, 30_000, T0 + 10) == []
+    # ... its holder can settle it under that lease ...
+    assert await q.extend_lease(conn, handed, 30_000, T0 + 20)
+    # ... and if the holder dies, the item is claimed again once the lease has expired.
+    [again] = await q.claim_due_items(conn, 5, 30_000, T0 + 20 + 30_001)
+    assert again.id == handed.id and again.lease_id != handed.lease_id
+    assert again.run_version == 2
+
+
+async def test_no_hand_off_for_a_later_call_or_a_call_in_a_concurrency_bucket(
+    conn: AsyncConn,
+) -> None:
+    claimed = await _started_run(conn)
+    history = await load_history(conn, RUN)
+    later = ItemSpec(kind=ItemKind.EDGE, job_id="later", available_at=T0 + 60_000, run_id=RUN)
+    limited = ItemSpec(
+        kind=ItemKind.EDGE,
+        job_id="limited",
+        available_at=T0,
+        run_id=RUN,
+        concurrency=(("fn:limit", 1),),
+    )
+    decision = Decision([_step("a", T0 + 5)], [Enqueue(item=later), Enqueue(item=limited)])
+    handed = await commit_transition(
+        conn,
+        Transition.on(RUN, history, decision, claimed, T0 + 5),
+        lambda _p: None,
+        q.Lease("handoff-lease", T0 + 30_000),
+    )
+    assert handed is None
+    assert [c.job_id for c in await q.claim_due_items(conn, 5, 30_000, T0 + 10)] == ["limited"]
+
+
+async def test_a_snapshot_is_used_only_at_the_version_the_claim_reports(conn: AsyncConn) -> None:
+    cache = RunCache()
+    claimed = await _started_run(conn)
+    cache.put(Snapshot.of(RUN, await load_history(conn, RUN)))
+    assert cache.get(RUN, claimed.run_version) is not None
+    # Someone else (another process, an event) advances the run and enqueues its next call.
+    async with conn.transaction():
+        await append_history(conn, RUN, 1, [_step("a", T0 + 1)])
+        nxt = ItemSpec(kind=ItemKind.EDGE, job_id="next", available_at=T0, run_id=RUN)
+        await q.enqueue_items(conn, [nxt], T0)
+    [fresh] = await q.claim_due_items(conn, 1, 30_000, T0 + 40_000)
+    assert fresh.run_version == 2
+    assert cache.get(RUN, fresh.run_version) is None
+
+
+def test_the_run_cache_keeps_live_runs_only_and_evicts_the_least_recently_used() -> None:
+    cache = RunCache(capacity=2)
+    for run in ("a", "b", "c"):
+        cache.put(Snapshot.of(run, [scheduled(run)]))
+    assert cache.get("a", 1) is None and cache.get("c", 1) is not None
+    finished = Snapshot.of("b", [scheduled("b")]).after([h.RunCompleted(at=T0, output=None)])
+    cache.put(finished)
+    assert cache.get("b", finished.version) is None and len(cache) == 1
+
+
+async def test_the_trigger_index_sees_every_registry_write(conn: AsyncConn) -> None:
+    index = TriggerIndex()
+
+    async def version() -> int:
+        cur = await conn.execute("SELECT version FROM registry_version")
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    assert await index.functions_for_event(conn, "shop/order", await version()) == []
+    now = "2026-11-21T00:00:00Z"
+    await conn.execute(
+        "INSERT INTO apps (id, name, url, created_at, updated_at)"
+        " VALUES ('app', 'shop', '', %s, %s)",
+        (now, now),
+    )
+    config = {
+        "id": "shop-order",
+        "name": "order",
+        "triggers": [{"event": "shop/order"}],
+        "steps": {"step": {"id": "step", "name": "step", "runtime": {"type": "http", "url": URL}}},
+    }
+    await conn.execute(
+        "INSERT INTO functions (id, app_id, slug, name, version, config, created_at, updated_at)"
+        " VALUES ('fn', 'app', 'shop-order', 'order', 1, %s, %s, %s)",
+        (Jsonb(config), now, now),
+    )
+    assert await index.functions_for_event(conn, "shop/order", await version()) == []
+    # A trigger row alone (no change to the functions table) is a registry write too.
+    await conn.execute(
+        "INSERT INTO function_triggers (function_id, position, event_name)"
+        " VALUES ('fn', 0, 'shop/order')"
+    )
+    [fn] = await index.functions_for_event(conn, "shop/order", await version())
+    assert fn.slug == "shop-order"
+    await conn.execute("UPDATE functions SET archived_at = now()")
+    assert await index.functions_for_event(conn, "shop/order", await version()) == []
+
+
+async def test_an_event_is_loaded_with_the_registry_version(conn: AsyncConn) -> None:
+    from app.store.events import insert_events, received
+
+    await insert_events(conn, [("01JEVT0000000000000000000B", {"name": "x", "data": {}})],
+                        received(T0), T0, source="internal")  # fmt: skip
+    loaded = await load_event(conn, "01JEVT0000000000000000000B")
+    assert loaded is not None and isinstance(loaded[2], int)
