@@ -10,6 +10,8 @@ from psycopg.types.json import Jsonb
 
 from app.store.db import AsyncConn
 from app.store.queue import enqueue_items, to_dt
+from domain.function_config import trigger_patterns
+from domain.lifecycle import FINISHED
 from domain.queue import ItemKind, ItemSpec, event_job_id
 
 INSERT_EVENTS = """
@@ -58,37 +60,56 @@ async def insert_events(
     """
     if not events:
         return
-    await conn.execute(
-        INSERT_EVENTS,
-        (
-            [iid for iid, _ in events],
-            [str(e.get("id") or iid) for iid, e in events],
-            [str(e["name"]) for _, e in events],
-            [Jsonb(e.get("data") or {}) for _, e in events],
-            [Jsonb(e.get("user") or {}) for _, e in events],
-            [int(e.get("ts") or now_ms) for _, e in events],
-            [e.get("v") for _, e in events],
-            [received_at] * len(events),
-            [source] * len(events),
-        ),
-    )
+    await conn.execute(INSERT_EVENTS, event_params(events, received_at, now_ms, source))
     if not process:
         return  # recorded for the record only (e.g. a cron tick's timer event)
-    await enqueue_items(
-        conn,
-        [
-            ItemSpec(
-                kind=ItemKind.EVENT,
-                job_id=event_job_id(iid),
-                available_at=now_ms,
-                payload={"internal_id": iid},
-                max_attempts=20,
-            )
-            for iid, _ in events
-        ],
-        now_ms,
-        fetch=False,
+    items, listen = event_items(events, now_ms, source)
+    await enqueue_items(conn, items, now_ms, fetch=False, listen=listen)
+
+
+def event_params(
+    events: Sequence[tuple[str, Mapping[str, Any]]],
+    received_at: datetime,
+    now_ms: int,
+    source: str,
+) -> tuple[object, ...]:
+    """The parameters of ``INSERT_EVENTS`` (also used in the one-statement transition)."""
+    return (
+        [iid for iid, _ in events],
+        [str(e.get("id") or iid) for iid, e in events],
+        [str(e["name"]) for _, e in events],
+        [Jsonb(e.get("data") or {}) for _, e in events],
+        [Jsonb(e.get("user") or {}) for _, e in events],
+        [int(e.get("ts") or now_ms) for _, e in events],
+        [e.get("v") for _, e in events],
+        [received_at] * len(events),
+        [source] * len(events),
     )
+
+
+def event_items(
+    events: Sequence[tuple[str, Mapping[str, Any]]], now_ms: int, source: str
+) -> tuple[list[ItemSpec], dict[str, list[str]]]:
+    """The processing items of ``events`` and, by job id, the ``listen`` guards of those that
+    are processed only if something listens (see ``app/store/queue.py``)."""
+    items = [
+        ItemSpec(
+            kind=ItemKind.EVENT,
+            job_id=event_job_id(iid),
+            available_at=now_ms,
+            payload={"internal_id": iid},
+            max_attempts=20,
+        )
+        for iid, _ in events
+    ]
+    # Every run emits function.finished; most have no invoking parent and no function
+    # triggered by it, so its processing item is created only if something listens.
+    listen = {
+        event_job_id(iid): trigger_patterns(FINISHED)
+        for iid, e in events
+        if source == "internal" and e["name"] == FINISHED
+    }
+    return items, listen
 
 
 def received(now_ms: int) -> datetime:

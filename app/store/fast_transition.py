@@ -2,29 +2,42 @@
 
 Most transitions are a step finishing: append history, enqueue the next call, ack the claimed
 item (or, for a retry, requeue it), sometimes update the runs view; marking a run started is
-the same without a claimed item.  As data-modifying CTEs of
+the same without a claimed item, and a run's end adds clearing its leftovers and emitting
+``inngest/function.finished``.  As data-modifying CTEs of
 one statement in autocommit they are one implicit transaction: a version conflict (unique
 violation) or a lost lease (``stepwell_settle`` raises ``SW001``) fails the statement and
 nothing is written — exactly the guarantees of the general path in ``transitions.py``, without
-a client-side BEGIN/COMMIT or pipeline.  Transitions with other effects (pauses, run end,
-emitted events) take the general path.
+a client-side BEGIN/COMMIT or pipeline.  Transitions that create or clear pauses take the
+general path.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from app.store.db import AsyncConn
+from app.store.events import INSERT_EVENTS, event_items, event_params, received
+from app.store.flow import RELEASE_SINGLETONS
 from app.store.history import INSERT_HISTORY_ROWS, append_params
+from app.store.pauses import DELETE_RUN_PAUSES
 from app.store.queue import ENQUEUE_CTES, Lease, enqueue_params, to_dt
 from app.store.runs_view import UPSERT_RUN, row_params
-from domain.effects import Effect, Enqueue, RetryCall
+from domain.effects import Effect, EmitEvent, Enqueue, FinishRun, RetryCall
 from domain.history import HistoryEvent
 from domain.queue import ClaimedItem, ItemKind, ItemSpec
 from projections.runs import RunRow
 
 _APPEND = f"\nappended AS ({INSERT_HISTORY_ROWS})"
 _VIEW = f"\nviewed AS ({UPSERT_RUN})"
+# A finished run's leftovers: its pauses, singleton locks and queue items (never the claimed
+# item, settled below under its lease).  Also the general path's statement, as CTEs there.
+_FINISH_CTES = f"""
+fin_pauses AS ({DELETE_RUN_PAUSES}),
+fin_locks AS ({RELEASE_SINGLETONS}),
+fin_items AS (DELETE FROM queue_items WHERE run_id = %s AND id <> %s)"""
+CLEAR_FINISHED_RUN = "WITH" + _FINISH_CTES + "\nSELECT 1"
+_EMIT = f"\nemitted AS ({INSERT_EVENTS})"
 _SETTLE = """
 SELECT (SELECT count(*) FROM woke), stepwell_settle(%s, %s, %s, %s, %s),
        (SELECT id FROM inserted WHERE lease_id IS NOT NULL LIMIT 1)
@@ -35,22 +48,30 @@ _UNCLAIMED = """
 SELECT (SELECT count(*) FROM woke), NULL, NULL
 """
 
-#: (with a claimed item, with a runs-view write) -> statement
-STATEMENTS = {
-    (claimed, viewed): "WITH"
-    + _APPEND
-    + ","
-    + ENQUEUE_CTES
-    + ("," + _VIEW if viewed else "")
-    + (_SETTLE if claimed else _UNCLAIMED)
-    for claimed in (True, False)
-    for viewed in (True, False)
-}
+
+def _statement(claimed: bool, viewed: bool, finishing: bool, emitting: bool) -> str:
+    parts = [_APPEND, ENQUEUE_CTES]
+    if viewed:
+        parts.append(_VIEW)
+    if finishing:
+        parts.append(_FINISH_CTES)
+    if emitting:
+        parts.append(_EMIT)
+    return "WITH" + ",".join(parts) + (_SETTLE if claimed else _UNCLAIMED)
+
+
+#: (with a claimed item, a runs-view write, a run end, emitted events) -> statement
+STATEMENTS = {flags: _statement(*flags) for flags in itertools.product((True, False), repeat=4)}
 
 
 def fits(effects: Sequence[Effect], claimed: ClaimedItem | None) -> bool:
-    """Whether a transition can take the one-statement path."""
-    allowed = Enqueue | RetryCall if claimed is not None else Enqueue
+    """Whether a transition can take the one-statement path (pauses take the general one)."""
+    allowed = Enqueue | FinishRun | EmitEvent | (RetryCall if claimed is not None else Enqueue)
+    finishes = sum(isinstance(e, FinishRun) for e in effects)
+    if finishes > 1 or (finishes and claimed is not None and claimed.concurrency_keys):
+        # Settling a bucketed item promotes a waiter, possibly one of the items the run's end
+        # deletes: sequential statements (the general path) keep that unambiguous.
+        return False
     return all(isinstance(e, allowed) for e in effects)
 
 
@@ -68,17 +89,25 @@ async def commit_fast(
 ) -> ClaimedItem | None:
     """Commit; with ``handoff``, the run's next call (if due now) is inserted leased to the
     caller and returned, for it to run without a claim."""
-    items = [e.item for e in effects if isinstance(e, Enqueue)]
+    finished = next((e.run_id for e in effects if isinstance(e, FinishRun)), None)
+    # A run that ends in this decision gets no further items of its own.
+    items = [e.item for e in effects if isinstance(e, Enqueue) and e.item.run_id != finished]
+    emitted = [(e.internal_id, e.event) for e in effects if isinstance(e, EmitEvent)]
+    event_specs, listen = event_items(emitted, now_ms, "internal")
     retry = next(((e.available_at, e.attempt) for e in effects if isinstance(e, RetryCall)), None)
     taken = _handoff_candidate(items, run_id, now_ms) if handoff is not None else None
     leases = {taken.job_id: handoff} if taken is not None and handoff is not None else None
     params: list[object] = [
         *append_params(run_id, base_version, events),
-        *enqueue_params(items, leases),
+        *enqueue_params([*items, *event_specs], leases, listen),
         to_dt(now_ms),
     ]
     if view is not None:
         params.extend(row_params(view))
+    if finished is not None:
+        params.extend((finished, finished, finished, -1 if claimed is None else claimed.id))
+    if emitted:
+        params.extend(event_params(emitted, received(now_ms), now_ms, "internal"))
     if claimed is not None:
         params.extend(
             (
@@ -89,7 +118,8 @@ async def commit_fast(
                 None if retry is None else retry[1],
             )
         )
-    cur = await conn.execute(STATEMENTS[claimed is not None, view is not None], params)
+    flags = (claimed is not None, view is not None, finished is not None, bool(emitted))
+    cur = await conn.execute(STATEMENTS[flags], params)
     row = await cur.fetchone()
     if taken is None or handoff is None or row is None or row[2] is None:
         return None  # nothing to hand off, or the job already existed

@@ -26,6 +26,9 @@ CHANNEL = "stepwell_queue"
 # The items come as one JSON array (times in epoch ms), unpacked by Postgres.  An item with a
 # ``lease`` is inserted already leased to the enqueuing worker until ``until`` — a hand-off: it
 # runs the item next without a claim, and the lease protects it exactly as a claim's would.
+# An item with ``listen`` (an event's name and the trigger patterns it matches) is inserted
+# only if, in this statement's snapshot, a pause waits on that name or an active function has
+# such a trigger: an internal event nothing listens to is stored but needs no processing.
 ENQUEUE_CTES = """
 inserted AS (
     INSERT INTO queue_items
@@ -37,7 +40,11 @@ inserted AS (
       FROM jsonb_to_recordset(%s) AS x(kind text, job_id text, run_id text, function_id text,
                                        at bigint, score bigint, max_attempts int, payload jsonb,
                                        ckey1 text, climit1 int, ckey2 text, climit2 int,
-                                       lease text, until bigint)
+                                       lease text, until bigint, listen text[])
+     WHERE x.listen IS NULL
+        OR EXISTS (SELECT 1 FROM pauses p WHERE p.event_name = x.listen[1])
+        OR EXISTS (SELECT 1 FROM function_triggers t JOIN functions f ON f.id = t.function_id
+                    WHERE t.event_name = ANY(x.listen) AND f.archived_at IS NULL)
     ON CONFLICT (job_id) DO NOTHING
     RETURNING id, available_at, lease_id
 ), woke AS (
@@ -78,12 +85,17 @@ def to_ms(value: datetime) -> int:
 
 
 async def enqueue_items(
-    conn: AsyncConn, items: Sequence[ItemSpec], now_ms: int, *, fetch: bool = True
+    conn: AsyncConn,
+    items: Sequence[ItemSpec],
+    now_ms: int,
+    *,
+    fetch: bool = True,
+    listen: Mapping[str, Sequence[str]] | None = None,
 ) -> int:
     """Insert ``items``; existing job ids are skipped.  Returns how many were inserted."""
     if not items:
         return 0
-    cur = await conn.execute(ENQUEUE_ITEMS, (*enqueue_params(items), to_dt(now_ms)))
+    cur = await conn.execute(ENQUEUE_ITEMS, (*enqueue_params(items, listen=listen), to_dt(now_ms)))
     if not fetch:
         return 0  # pipelined: the count is not worth a round trip
     row = await cur.fetchone()
@@ -100,10 +112,13 @@ class Lease:
 
 
 def enqueue_params(
-    items: Sequence[ItemSpec], leases: Mapping[str, Lease] | None = None
+    items: Sequence[ItemSpec],
+    leases: Mapping[str, Lease] | None = None,
+    listen: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[object, ...]:
     """The items parameter of ``ENQUEUE_ITEMS`` (also used in the one-statement transition);
-    ``leases`` by job id insert those items already leased."""
+    ``leases`` by job id insert those items already leased, ``listen`` by job id only if
+    something listens to that event (see ``ENQUEUE_CTES``)."""
     rows = []
     for i in items:
         lease = leases.get(i.job_id) if leases else None
@@ -125,6 +140,7 @@ def enqueue_params(
                 "climit2": l2,
                 "lease": None if lease is None else lease.lease_id,
                 "until": None if lease is None else lease.until_ms,
+                "listen": listen.get(i.job_id) if listen else None,
             }
         )
     return (Jsonb(rows),)

@@ -18,8 +18,7 @@ from psycopg.pq import TransactionStatus
 from app.store import pauses as pause_repo
 from app.store.db import AsyncConn
 from app.store.events import insert_events, received
-from app.store.fast_transition import commit_fast, fits
-from app.store.flow import RELEASE_SINGLETONS
+from app.store.fast_transition import CLEAR_FINISHED_RUN, commit_fast, fits
 from app.store.history import append_history, is_version_conflict
 from app.store.queue import LEASE_LOST, Lease, enqueue_items, settle_item
 from app.store.runs_view import fold_rows, write_run_row
@@ -41,11 +40,6 @@ IDLE = TransactionStatus.IDLE
 
 # Never the claimed item itself: it is acked (or requeued) below, under its lease.
 DELETE_JOB = "DELETE FROM queue_items WHERE job_id = %s AND id <> %s"
-# A finished run's leftovers in one statement: its pauses, singleton locks and queue items.
-CLEAR_FINISHED_RUN = (
-    f"WITH p AS ({pause_repo.DELETE_RUN_PAUSES}), s AS ({RELEASE_SINGLETONS})\n"
-    "DELETE FROM queue_items WHERE run_id = %s AND id <> %s"
-)
 
 
 class LeaseLost(StepwellError):

@@ -164,3 +164,50 @@ async def test_an_event_is_loaded_with_the_registry_version(conn: AsyncConn) -> 
                         received(T0), T0, source="internal")  # fmt: skip
     loaded = await load_event(conn, "01JEVT0000000000000000000B")
     assert loaded is not None and isinstance(loaded[2], int)
+
+
+async def _finished_event_items(conn: AsyncConn, internal_id: str) -> int:
+    from app.store.events import insert_events, received
+    from domain.lifecycle import FINISHED
+
+    event = {"name": FINISHED, "data": {"run_id": RUN, "correlation_id": "c"}}
+    await insert_events(conn, [(internal_id, event)], received(T0), T0, source="internal")
+    cur = await conn.execute(
+        "SELECT count(*) FROM queue_items WHERE payload->>'internal_id' = %s", (internal_id,)
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_function_finished_is_processed_only_when_something_listens(
+    conn: AsyncConn, db_url: str
+) -> None:
+    # Nothing listens: the event is stored, and no processing item is made.
+    assert await _finished_event_items(conn, "01JEVT00000000000000000001") == 0
+    assert count_rows(db_url, "events", "internal_id = '01JEVT00000000000000000001'") == 1
+    # An invoking parent's pause on function.finished makes it processed.
+    await conn.execute(
+        "INSERT INTO pauses (id, run_id, step_id, kind, event_name, match_key, expires_at,"
+        " created_at) VALUES ('p', 'parent', 's', 'invoke', 'inngest/function.finished',"
+        " 'data.correlation_id=\"c\"', now() + interval '1 hour', now())"
+    )
+    assert await _finished_event_items(conn, "01JEVT00000000000000000002") == 1
+    await conn.execute("DELETE FROM pauses")
+    # So does an active function triggered by it (here through a wildcard).
+    now = "2026-11-21T00:00:00Z"
+    await conn.execute(
+        "INSERT INTO apps (id, name, url, created_at, updated_at)"
+        " VALUES ('app', 'shop', '', %s, %s)",
+        (now, now),
+    )
+    await conn.execute(
+        "INSERT INTO functions (id, app_id, slug, name, version, config, created_at, updated_at)"
+        " VALUES ('fn', 'app', 'audit', 'audit', 1, '{}', %s, %s)",
+        (now, now),
+    )
+    await conn.execute(
+        "INSERT INTO function_triggers (function_id, position, event_name)"
+        " VALUES ('fn', 0, 'inngest/*')"
+    )
+    assert await _finished_event_items(conn, "01JEVT00000000000000000003") == 1
