@@ -6,7 +6,7 @@ trigger event satisfies its CEL ``if`` (variable ``event``).  Creating one cance
 ``run_command`` and ``CancelRun`` like any other cancel, every covered run that has not ended,
 before the API answers.  A run the sweep cannot see yet — its ``RunScheduled`` still
 uncommitted, or a window reaching a few seconds into the future — is caught by
-``cancelled_by_rule``, which the executor asks before every SDK call.
+``matching_rule``, which the executor asks before every SDK call.
 
 That check is on the hot path, so a function's rules are cached for ``CACHE_SECONDS``: one
 indexed query per function per interval.  Creating or deleting a rule drops this process's
@@ -26,7 +26,7 @@ from app import expressions
 from app.engine.transitions import run_command
 from app.store import cancellations as repo
 from app.store.cancellations import Cancellation
-from app.store.db import AsyncConn
+from app.store.db import AsyncConn, LazyConnection
 from app.store.queue import to_dt, to_ms
 from domain import commands as c
 from domain.ids import new_ulid
@@ -112,13 +112,13 @@ class _RuleCache:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], tuple[float, list[Cancellation]]] = {}
 
-    async def rules(self, conn: AsyncConn, function_id: str) -> list[Cancellation]:
-        key = (_database(conn), function_id)
+    async def rules(self, conn: LazyConnection, function_id: str) -> list[Cancellation]:
+        key = (conn.key, function_id)
         hit = self._entries.get(key)
         now = time.monotonic()
         if hit is not None and now - hit[0] < CACHE_SECONDS:
             return hit[1]
-        rules = await repo.rules_for_function(conn, function_id)
+        rules = await repo.rules_for_function(await conn.get(), function_id)
         self._entries[key] = (now, rules)
         return rules
 
@@ -127,15 +127,10 @@ class _RuleCache:
             del self._entries[key]
 
 
-def _database(conn: AsyncConn) -> str:
-    info = conn.info
-    return f"{info.host}:{info.port}/{info.dbname}"
-
-
 _cache = _RuleCache()
 
 
-async def matching_rule(conn: AsyncConn, state: RunState) -> Cancellation | None:
+async def matching_rule(conn: LazyConnection, state: RunState) -> Cancellation | None:
     """The first rule that covers the run, if any (cached rules; see the module docstring)."""
     if not state.exists or state.is_finished or state.queued_at is None:
         return None
@@ -150,7 +145,7 @@ async def matching_rule(conn: AsyncConn, state: RunState) -> Cancellation | None
 
 async def cancelled_by_rule(conn: AsyncConn, state: RunState) -> bool:
     """True if a bulk cancellation covers this run: cancel it instead of calling the SDK."""
-    return await matching_rule(conn, state) is not None
+    return await matching_rule(LazyConnection.wrap(conn), state) is not None
 
 
 def cancel_reason(rule: Cancellation) -> str:

@@ -17,6 +17,7 @@ from app.engine.pauses import catch_up_wait
 from app.engine.run_cache import Snapshot
 from app.engine.transitions import apply_command, run_command
 from app.registry.store import function_at_version, function_by_slug_or_id
+from app.store.db import LazyConnection
 from app.store.history import load_history
 from app.store.queue import Lease, ack_item
 from domain import commands as c
@@ -37,14 +38,16 @@ async def execute_call(services: Services, item: ClaimedItem) -> ClaimedItem | N
     run_id = str(item.run_id)
     step_id = str(item.payload.get("step_id") or "step")
     snap = services.runs.get(run_id, item.run_version)
-    async with services.db.connection() as conn:
+    # With the run's snapshot and its function in memory (the usual step), no connection is
+    # taken before the commit.
+    async with LazyConnection(services.db) as lazy:
         if snap is None:
-            snap = Snapshot.of(run_id, await load_history(conn, run_id))
+            snap = Snapshot.of(run_id, await load_history(await lazy.get(), run_id))
         state = snap.state
         if not state.exists or state.is_finished or step_id in state.steps:
-            await ack_item(conn, item)  # nothing left to do for this item
+            await ack_item(await lazy.get(), item)  # nothing left to do for this item
             return None
-        rule = await matching_rule(conn, state)  # a bulk cancellation covers this run
+        rule = await matching_rule(lazy, state)  # a bulk cancellation covers this run
         if rule is not None:
             await run_command(
                 services,
@@ -52,12 +55,12 @@ async def execute_call(services: Services, item: ClaimedItem) -> ClaimedItem | N
                 c.CancelRun(reason=cancel_reason(rule)),
                 claimed=item,
                 snapshot=snap,
-                conn=conn,
+                conn=await lazy.get(),
             )
             return None
         fn = await services.functions.get(
-            conn, state.function_id, function_by_slug_or_id
-        ) or await function_at_version(conn, state.function_id, state.function_version)
+            lazy, state.function_id, function_by_slug_or_id
+        ) or await function_at_version(await lazy.get(), state.function_id, state.function_version)
     started = services.clock.now_ms()
     if state.started_at is None:
         # The run counts as started when its first attempt begins (timeouts.start, the

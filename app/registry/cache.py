@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from app.registry.store import FunctionRecord, functions_for_event
-from app.store.db import AsyncConn
+from app.store.db import AsyncConn, LazyConnection
 
 
 class FunctionCache:
@@ -22,7 +22,7 @@ class FunctionCache:
 
     async def get(
         self,
-        conn: AsyncConn,
+        conn: LazyConnection,
         key: str,
         load: Callable[[AsyncConn, str], Awaitable[FunctionRecord | None]],
     ) -> FunctionRecord | None:
@@ -30,7 +30,7 @@ class FunctionCache:
         hit = self._entries.get(key)
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
-        record = await load(conn, key)
+        record = await load(await conn.get(), key)
         if len(self._entries) > 10_000:
             self._entries.clear()
         self._entries[key] = (now, record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import msgspec
@@ -40,3 +41,46 @@ async def open_pool(
 async def connect(url: str, *, autocommit: bool = True) -> AsyncConn:
     configure_json()
     return await psycopg.AsyncConnection.connect(libpq_url(url), autocommit=autocommit)
+
+
+class LazyConnection:
+    """A connection taken from the pool on first use only — for hot paths whose reads are
+    usually served from in-memory caches — or wrapping one the caller already holds.
+
+    ``key`` names the database, for caches that must not mix databases (tests use many).
+    """
+
+    def __init__(
+        self, pool: AsyncConnectionPool[AsyncConn] | None, conn: AsyncConn | None = None
+    ) -> None:
+        self._pool = pool
+        self._conn = conn
+        self._held: contextlib.AbstractAsyncContextManager[AsyncConn] | None = None
+
+    @classmethod
+    def wrap(cls, conn: AsyncConn) -> LazyConnection:
+        return cls(None, conn)
+
+    @property
+    def key(self) -> str:
+        if self._pool is not None:
+            conninfo = self._pool.conninfo
+            return conninfo if isinstance(conninfo, str) else f"pool {id(self._pool)}"
+        assert self._conn is not None
+        info = self._conn.info
+        return f"host={info.host} port={info.port} dbname={info.dbname}"
+
+    async def get(self) -> AsyncConn:
+        if self._conn is None:
+            assert self._pool is not None
+            self._held = self._pool.connection()
+            self._conn = await self._held.__aenter__()
+        return self._conn
+
+    async def __aenter__(self) -> LazyConnection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._held is not None:
+            held, self._held, self._conn = self._held, None, None
+            await held.__aexit__(None, None, None)
