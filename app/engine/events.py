@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from app import expressions
 from app.engine.batching import add_to_batch, batch_applies, debounce_event
-from app.engine.scheduling import RunRequest, rate_limited, schedule_run
+from app.engine.scheduling import (
+    RunRequest,
+    in_one_statement,
+    rate_limited,
+    schedule_for_event,
+    schedule_run,
+)
 from app.engine.transitions import key_of, run_command
 from app.registry.store import FunctionRecord, function_by_slug_or_id
 from app.store import pauses as pause_repo
@@ -36,26 +42,32 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def handle_event(services: Services, item: ClaimedItem) -> None:
+async def handle_event(services: Services, item: ClaimedItem) -> ClaimedItem | None:
+    """Process one event item; returns a new run's first call if it was handed to this worker."""
     internal_id = str(item.payload["internal_id"])
     async with services.db.connection() as conn:
         loaded = await load_event(conn, internal_id)
         if loaded is None:
             log.warning("event %s vanished before processing", internal_id)
             await ack_item(conn, item)
-            return
+            return None
         event, received_at, registry_version = loaded
         await _resume_pauses(services, conn, internal_id, event, received_at)
         targets = await _targets(services, conn, event, registry_version)
         if not targets and event["name"] != INVOKED:
             await ack_item(conn, item)  # triggers nothing (e.g. most function.finished events)
-            return
+            return None
+        if len(targets) == 1 and event["name"] != INVOKED and in_one_statement(targets[0]):
+            # The common case: one function, no flow-control state to consult.
+            request = run_request(internal_id, event, services.clock.now_ms())
+            return await schedule_for_event(services, conn, targets[0], request, item)
         async with conn.transaction():
             for fn in targets:
                 await admit_event(services, conn, fn, internal_id, event)
             if event["name"] == INVOKED and not targets:
                 await _emit_invoke_not_found(services, conn, event)
             await ack_item(conn, item)
+    return None
 
 
 async def _targets(
@@ -101,17 +113,17 @@ async def admit_event(
     if fn.config.debounce is not None:
         await debounce_event(services, conn, fn, internal_id, event)
         return
+    await schedule_run(services, conn, fn, run_request(internal_id, event, now))
+
+
+def run_request(internal_id: str, event: Mapping[str, Any], now: int) -> RunRequest:
+    """The run one event asks for (a future ``ts`` delays its start)."""
     ts = event.get("ts")
-    await schedule_run(
-        services,
-        conn,
-        fn,
-        RunRequest(
-            events=[event],
-            event_ids=[internal_id],
-            idempotency_key=str(event.get("id") or internal_id),
-            not_before=ts if isinstance(ts, int) and ts > now else None,
-        ),
+    return RunRequest(
+        events=[event],
+        event_ids=[internal_id],
+        idempotency_key=str(event.get("id") or internal_id),
+        not_before=ts if isinstance(ts, int) and ts > now else None,
     )
 
 

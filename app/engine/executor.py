@@ -15,15 +15,14 @@ from app.drivers import http as driver
 from app.engine.cancellations import cancel_reason, matching_rule
 from app.engine.pauses import catch_up_wait
 from app.engine.run_cache import Snapshot
-from app.engine.transitions import apply_command, run_command
+from app.engine.transitions import apply_command, handoff_lease, run_command
 from app.registry.store import function_at_version, function_by_slug_or_id
 from app.store.db import LazyConnection
 from app.store.history import load_history
-from app.store.queue import Lease, ack_item
+from app.store.queue import ack_item
 from domain import commands as c
 from domain.decide import INVOKE_TIMEOUT_ERROR
 from domain.effects import CreatePause
-from domain.ids import new_ulid
 from domain.opcodes import CallFailed, CallResult
 from domain.queue import ClaimedItem
 
@@ -99,22 +98,13 @@ async def execute_call(services: Services, item: ClaimedItem) -> ClaimedItem | N
         c.HandleCallResult(call=call, result=result),
         claimed=item,
         snapshot=snap,
-        handoff=_handoff_lease(services),
+        handoff=handoff_lease(services),
     )
     if applied.decision is not None:
         for effect in applied.decision.effects:
             if isinstance(effect, CreatePause) and effect.kind == "wait":
                 await catch_up_wait(services, effect)
     return applied.handoff
-
-
-def _handoff_lease(services: Services) -> Lease | None:
-    """A lease for the run's next call, so that this worker runs it straight away (None when
-    not running as a queue worker, or stopping: then the next call goes through the queue)."""
-    if services.worker is None or services.stop.is_set():
-        return None
-    lease_ms = int(services.settings.lease_seconds * 1000)
-    return Lease(new_ulid(), services.clock.now_ms() + lease_ms)
 
 
 async def execute_sleep(services: Services, item: ClaimedItem) -> None:

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from app import expressions
 from app.engine.run_cache import Snapshot
-from app.engine.transitions import decide_context, pause_key, run_command
+from app.engine.transitions import decide_context, handoff_lease, pause_key, run_command
 from app.registry.store import FunctionRecord
 from app.store import flow as repo
 from app.store.db import AsyncConn
+from app.store.fast_transition import commit_schedule
+from app.store.flow import RESERVE_IDEMPOTENCY_KEY
 from app.store.queue import to_dt
 from app.store.transitions import Transition, commit_transition
 from domain import commands as c
@@ -29,6 +31,7 @@ from domain import flow
 from domain.decide import decide
 from domain.function_config import FunctionConfig
 from domain.ids import ACCOUNT_ID, ENV_ID, new_run_id
+from domain.queue import ClaimedItem
 from domain.run import RunState
 
 if TYPE_CHECKING:
@@ -36,13 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 IDEMPOTENCY_MS = 24 * 3600 * 1000
-
-RESERVE_IDEMPOTENCY_KEY = """
-INSERT INTO run_idempotency (key, run_id, expires_at) VALUES (%s, %s, %s)
-ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at
- WHERE run_idempotency.expires_at < %s
-RETURNING run_id
-"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,22 +171,85 @@ async def schedule_run(
     """Create the run (in the caller's transaction); None when idempotency refused it."""
     now = services.clock.now_ms()
     run_id = new_run_id(now)
-    cur = await conn.execute(
-        RESERVE_IDEMPOTENCY_KEY,
-        (
-            _idempotency_row_key(fn, request.idempotency_key),
-            run_id,
-            to_dt(now + IDEMPOTENCY_MS),
-            to_dt(now),
-        ),
-    )
+    cur = await conn.execute(RESERVE_IDEMPOTENCY_KEY, idempotency_params(fn, request, run_id, now))
     if await cur.fetchone() is None:
         return None
+    command = await _schedule_command(services, conn, fn, request, (run_id, now))
+    decision = decide(RunState(), command, decide_context(services, now))
+    await commit_transition(conn, Transition(run_id, 0, None, decision, None, now), pause_key)
+    # Kept for the run's first call (used only if the claim finds the run at this version,
+    # i.e. the caller's transaction committed).
+    services.runs.put(Snapshot.of(run_id, decision.events))
+    return run_id
+
+
+def idempotency_params(
+    fn: FunctionRecord, request: RunRequest, run_id: str, now: int
+) -> tuple[object, ...]:
+    return (
+        _idempotency_row_key(fn, request.idempotency_key),
+        run_id,
+        to_dt(now + IDEMPOTENCY_MS),
+        to_dt(now),
+    )
+
+
+def in_one_statement(fn: FunctionRecord) -> bool:
+    """Whether scheduling ``fn`` for an event needs no flow-control state: no batch, rate
+    limit, debounce, throttle or singleton (their state is read and written in between) and
+    no cancelOn (its pauses).  Such a run is scheduled, and the event acked, in one statement
+    (``schedule_for_event``)."""
+    config = fn.config
+    return (
+        config.batch_events is None
+        and config.rate_limit is None
+        and config.debounce is None
+        and config.throttle is None
+        and config.singleton is None
+        and not config.cancel
+    )
+
+
+async def schedule_for_event(
+    services: Services,
+    conn: AsyncConn,
+    fn: FunctionRecord,
+    request: RunRequest,
+    event_item: ClaimedItem,
+) -> ClaimedItem | None:
+    """Schedule ``fn``'s run (``in_one_statement(fn)`` must hold) and ack ``event_item``, in
+    one statement; returns the run's first call if it was handed to this worker."""
+    now = services.clock.now_ms()
+    run_id = new_run_id(now)
+    command = await _schedule_command(services, conn, fn, request, (run_id, now))
+    decision = decide(RunState(), command, decide_context(services, now))
+    outcome = await commit_schedule(
+        conn,
+        run_id=run_id,
+        idempotency=idempotency_params(fn, request, run_id, now),
+        decision=decision,
+        event_item=event_item,
+        now_ms=now,
+        handoff=handoff_lease(services),
+    )
+    if outcome.scheduled:
+        services.runs.put(Snapshot.of(run_id, decision.events))
+    return outcome.handoff
+
+
+async def _schedule_command(
+    services: Services,
+    conn: AsyncConn,
+    fn: FunctionRecord,
+    request: RunRequest,
+    run_at: tuple[str, int],
+) -> c.ScheduleRun:
+    run_id, now = run_at
     first = request.events[0] if request.events else {}
     config = fn.config
     throttled = None if request.batch_id else await _throttle_start(conn, fn, first, now)
     timeouts = config.timeouts
-    command = c.ScheduleRun(
+    return c.ScheduleRun(
         run_id=run_id,
         function_id=fn.id,
         function_slug=fn.slug,
@@ -212,9 +271,3 @@ async def schedule_run(
         cancel_on=tuple((x.event, x.if_expr, x.timeout) for x in config.cancel),
         skip_reason=await _singleton(services, conn, fn, first, run_id),
     )
-    decision = decide(RunState(), command, decide_context(services, now))
-    await commit_transition(conn, Transition(run_id, 0, None, decision, None, now), pause_key)
-    # Kept for the run's first call (used only if the claim finds the run at this version,
-    # i.e. the caller's transaction committed).
-    services.runs.put(Snapshot.of(run_id, decision.events))
-    return run_id

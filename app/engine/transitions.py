@@ -71,6 +71,15 @@ class Applied:
     handoff: ClaimedItem | None = None
 
 
+def handoff_lease(services: Services) -> Lease | None:
+    """A lease under which a transition may hand the run's next call to this worker (None when
+    not running as a queue worker, or stopping: then the next call goes through the queue)."""
+    if services.worker is None or services.stop.is_set():
+        return None
+    lease_ms = int(services.settings.lease_seconds * 1000)
+    return Lease(new_ulid(), services.clock.now_ms() + lease_ms)
+
+
 async def run_command(
     services: Services,
     run_id: str,

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from app.store.db import AsyncConn
 from app.store.events import INSERT_EVENTS, event_items, event_params, received
-from app.store.flow import RELEASE_SINGLETONS
-from app.store.history import INSERT_HISTORY_ROWS, append_params
+from app.store.flow import RELEASE_SINGLETONS, RESERVE_IDEMPOTENCY_KEY
+from app.store.history import INSERT_HISTORY_ROWS, INSERT_HISTORY_TEMPLATE, append_params
 from app.store.pauses import DELETE_RUN_PAUSES
-from app.store.queue import ENQUEUE_CTES, Lease, enqueue_params, to_dt
-from app.store.runs_view import UPSERT_RUN, row_params
-from domain.effects import Effect, EmitEvent, Enqueue, FinishRun, RetryCall
+from app.store.queue import ENQUEUE_CTES, ENQUEUE_TEMPLATE, Lease, enqueue_params, to_dt
+from app.store.runs_view import UPSERT_RUN, UPSERT_RUN_TEMPLATE, fold_rows, row_params
+from domain.effects import Decision, Effect, EmitEvent, Enqueue, FinishRun, RetryCall
 from domain.history import HistoryEvent
 from domain.queue import ClaimedItem, ItemKind, ItemSpec
 from projections.runs import RunRow
@@ -62,6 +63,64 @@ def _statement(claimed: bool, viewed: bool, finishing: bool, emitting: bool) -> 
 
 #: (with a claimed item, a runs-view write, a run end, emitted events) -> statement
 STATEMENTS = {flags: _statement(*flags) for flags in itertools.product((True, False), repeat=4)}
+
+
+# Scheduling a new run for an event and acking the event's item: every write is gated on the
+# idempotency key having been reserved by this statement (nothing but the ack otherwise).
+_GATE = "EXISTS (SELECT 1 FROM idem)"
+SCHEDULE = (
+    f"WITH idem AS ({RESERVE_IDEMPOTENCY_KEY}),"
+    f"\nappended AS ({INSERT_HISTORY_TEMPLATE.format(gate=_GATE)}),"
+    + ENQUEUE_TEMPLATE.format(gate=_GATE)
+    + f",\nviewed AS ({UPSERT_RUN_TEMPLATE.format(gate=_GATE)})"
+    + """
+SELECT (SELECT count(*) FROM idem), stepwell_settle(%s, %s, %s, NULL, NULL),
+       (SELECT id FROM inserted WHERE lease_id IS NOT NULL LIMIT 1)
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    scheduled: bool  # False: the idempotency key was taken, nothing but the ack was written
+    handoff: ClaimedItem | None
+
+
+async def commit_schedule(
+    conn: AsyncConn,
+    *,
+    run_id: str,
+    idempotency: Sequence[object],
+    decision: Decision,
+    event_item: ClaimedItem,
+    now_ms: int,
+    handoff: Lease | None,
+) -> Scheduled:
+    """Create a run whose scheduling decision has only ``Enqueue`` effects and ack the event's
+    item, in one statement (a lost lease on the item fails it whole, as ever)."""
+    assert all(isinstance(e, Enqueue) for e in decision.effects), decision.effects
+    view = fold_rows(None, decision.events)
+    assert view is not None
+    items = [e.item for e in decision.effects if isinstance(e, Enqueue)]
+    taken = _handoff_candidate(items, run_id, now_ms) if handoff is not None else None
+    leases = {taken.job_id: handoff} if taken is not None and handoff is not None else None
+    params: list[object] = [
+        *idempotency,
+        *append_params(run_id, 0, decision.events),
+        *enqueue_params(items, leases),
+        to_dt(now_ms),
+        *row_params(view),
+        event_item.id,
+        event_item.lease_id,
+        to_dt(now_ms),
+    ]
+    cur = await conn.execute(SCHEDULE, params)
+    row = await cur.fetchone()
+    assert row is not None
+    handed = None
+    if taken is not None and handoff is not None and row[2] is not None:
+        handed = _claimed(row[2], taken, handoff, len(decision.events))
+    return Scheduled(scheduled=bool(row[0]), handoff=handed)
 
 
 def fits(effects: Sequence[Effect], claimed: ClaimedItem | None) -> bool:
@@ -123,18 +182,23 @@ async def commit_fast(
     row = await cur.fetchone()
     if taken is None or handoff is None or row is None or row[2] is None:
         return None  # nothing to hand off, or the job already existed
+    return _claimed(row[2], taken, handoff, base_version + len(events))
+
+
+def _claimed(item_id: int, spec: ItemSpec, lease: Lease, run_version: int) -> ClaimedItem:
+    """The handed-off item as the worker holds it (as if claimed under ``lease``)."""
     return ClaimedItem(
-        id=row[2],
-        kind=taken.kind,
-        job_id=taken.job_id,
-        run_id=taken.run_id,
-        function_id=taken.function_id,
+        id=item_id,
+        kind=spec.kind,
+        job_id=spec.job_id,
+        run_id=spec.run_id,
+        function_id=spec.function_id,
         attempt=0,
-        max_attempts=taken.max_attempts,
-        lease_id=handoff.lease_id,
-        leased_until=handoff.until_ms,
-        payload=taken.payload,
-        run_version=base_version + len(events),
+        max_attempts=spec.max_attempts,
+        lease_id=lease.lease_id,
+        leased_until=lease.until_ms,
+        payload=spec.payload,
+        run_version=run_version,
     )
 
 

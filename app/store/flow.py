@@ -175,6 +175,15 @@ RETURNING run_id
 SINGLETON_HOLDER = "SELECT run_id FROM singleton_locks WHERE key = %s FOR UPDATE"
 RELEASE_SINGLETONS = "DELETE FROM singleton_locks WHERE run_id = %s"
 
+# Run idempotency: the key is taken (or re-taken once expired) by the run that gets to start;
+# no row back means another run holds it.
+RESERVE_IDEMPOTENCY_KEY = """
+INSERT INTO run_idempotency (key, run_id, expires_at) VALUES (%s, %s, %s)
+ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at
+ WHERE run_idempotency.expires_at < %s
+RETURNING run_id
+"""
+
 
 async def take_singleton(conn: AsyncConn, key: str, run_id: str) -> str | None:
     """Take the lock for ``run_id``; None if taken, else the run that holds it."""

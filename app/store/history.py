@@ -26,11 +26,15 @@ SELECT type, schema_version, payload
 
 # One statement however many events, and one JSON parameter for all of them: Postgres
 # unpacks it in C, where binding one array per column cost the client more than the insert.
-INSERT_HISTORY_ROWS = """
+# ``{gate}``: a condition other statements can make the insert depend on (e.g. that an
+# idempotency key was reserved by an earlier CTE); true here.
+INSERT_HISTORY_TEMPLATE = """
 INSERT INTO run_history (run_id, version, type, schema_version, payload)
 SELECT %s, x.v, x.t, x.s, x.p
   FROM jsonb_to_recordset(%s) AS x(v int, t text, s smallint, p jsonb)
+ WHERE {gate}
 """
+INSERT_HISTORY_ROWS = INSERT_HISTORY_TEMPLATE.format(gate="TRUE")
 APPEND_HISTORY = INSERT_HISTORY_ROWS + "RETURNING position"
 
 

@@ -29,7 +29,7 @@ CHANNEL = "stepwell_queue"
 # An item with ``listen`` (an event's name and the trigger patterns it matches) is inserted
 # only if, in this statement's snapshot, a pause waits on that name or an active function has
 # such a trigger: an internal event nothing listens to is stored but needs no processing.
-ENQUEUE_CTES = """
+ENQUEUE_TEMPLATE = """
 inserted AS (
     INSERT INTO queue_items
            (kind, job_id, run_id, function_id, available_at, score, max_attempts, payload,
@@ -41,15 +41,18 @@ inserted AS (
                                        at bigint, score bigint, max_attempts int, payload jsonb,
                                        ckey1 text, climit1 int, ckey2 text, climit2 int,
                                        lease text, until bigint, listen text[])
-     WHERE x.listen IS NULL
-        OR EXISTS (SELECT 1 FROM pauses p WHERE p.event_name = x.listen[1])
-        OR EXISTS (SELECT 1 FROM function_triggers t JOIN functions f ON f.id = t.function_id
-                    WHERE t.event_name = ANY(x.listen) AND f.archived_at IS NULL)
+     WHERE {gate}
+       AND (x.listen IS NULL
+            OR EXISTS (SELECT 1 FROM pauses p WHERE p.event_name = x.listen[1])
+            OR EXISTS (SELECT 1 FROM function_triggers t
+                         JOIN functions f ON f.id = t.function_id
+                        WHERE t.event_name = ANY(x.listen) AND f.archived_at IS NULL))
     ON CONFLICT (job_id) DO NOTHING
     RETURNING id, available_at, lease_id
 ), woke AS (
     SELECT pg_notify('stepwell_queue', '') FROM inserted WHERE available_at <= %s LIMIT 1
 )"""
+ENQUEUE_CTES = ENQUEUE_TEMPLATE.format(gate="TRUE")  # {gate}: see INSERT_HISTORY_TEMPLATE
 ENQUEUE_ITEMS = (
     "WITH" + ENQUEUE_CTES + "\nSELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM woke)"
 )

@@ -10,15 +10,20 @@ from app.store.db import AsyncConn
 from domain.history import HistoryEvent
 from projections.runs import RunRow, apply
 
-UPSERT_RUN = """
+# ``{gate}``: see ``app/store/history.py``.
+UPSERT_RUN_TEMPLATE = """
 INSERT INTO runs (run_id, function_id, function_slug, function_version, app_id, status,
                   queued_at, started_at, ended_at, event_ids, event_name, batch_id, cron,
                   original_run_id, output)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT %s::text, %s::text, %s::text, %s::int, %s::text, %s::text, %s::timestamptz,
+       %s::timestamptz, %s::timestamptz, %s::text[], %s::text, %s::text, %s::text, %s::text,
+       %s::jsonb
+ WHERE {gate}
 ON CONFLICT (run_id) DO UPDATE
    SET status = excluded.status, started_at = excluded.started_at,
        ended_at = excluded.ended_at, output = excluded.output
 """
+UPSERT_RUN = UPSERT_RUN_TEMPLATE.format(gate="TRUE")
 
 LOAD_RUN = """
 SELECT run_id, function_id, function_slug, function_version, app_id, status, queued_at,

@@ -10,6 +10,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import psycopg
+import pytest
 from psycopg.types.json import Jsonb
 
 from app.engine.run_cache import RunCache, Snapshot
@@ -17,6 +21,7 @@ from app.registry.cache import TriggerIndex
 from app.store import queue as q
 from app.store.db import AsyncConn
 from app.store.events import load_event
+from app.store.fast_transition import commit_schedule
 from app.store.history import append_history, load_history
 from app.store.transitions import Transition, commit_transition
 from domain import history as h
@@ -211,3 +216,72 @@ async def test_function_finished_is_processed_only_when_something_listens(
         " VALUES ('fn', 0, 'inngest/*')"
     )
     assert await _finished_event_items(conn, "01JEVT00000000000000000003") == 1
+
+
+def _schedule_decision(run_id: str) -> Decision:
+    start = ItemSpec(kind=ItemKind.START, job_id=f"start-{run_id}", available_at=T0, run_id=run_id)
+    return Decision([scheduled(run_id)], [Enqueue(item=start)])
+
+
+async def _event_item(conn: AsyncConn, job: str) -> q.ClaimedItem:
+    await q.enqueue_items(conn, [ItemSpec(kind=ItemKind.EVENT, job_id=job, available_at=T0)], T0)
+    [claimed] = await q.claim_due_items(conn, 1, 30_000, T0)
+    return claimed
+
+
+async def test_scheduling_for_an_event_is_one_statement_gated_on_idempotency(
+    conn: AsyncConn, db_url: str
+) -> None:
+    def idem(run_id: str) -> tuple[object, ...]:
+        return ("fn:event-1", run_id, q.to_dt(T0 + 86_400_000), q.to_dt(T0))
+
+    first = await commit_schedule(
+        conn,
+        run_id=RUN,
+        idempotency=idem(RUN),
+        decision=_schedule_decision(RUN),
+        event_item=await _event_item(conn, "event-a"),
+        now_ms=T0,
+        handoff=q.Lease("handoff", T0 + 30_000),
+    )
+    assert first.scheduled and first.handoff is not None
+    assert first.handoff.job_id == f"start-{RUN}" and first.handoff.run_version == 1
+    assert count_rows(db_url, "run_history", "run_id = %s", (RUN,)) == 1
+    assert count_rows(db_url, "runs", "run_id = %s", (RUN,)) == 1
+    # The same event again (a redelivery): the key is taken, so only the ack is written.
+    other = "01JRUN0000000000000000000B"
+    again = await commit_schedule(
+        conn,
+        run_id=other,
+        idempotency=idem(other),
+        decision=_schedule_decision(other),
+        event_item=await _event_item(conn, "event-b"),
+        now_ms=T0,
+        handoff=None,
+    )
+    assert not again.scheduled and again.handoff is None
+    assert count_rows(db_url, "run_history", "run_id = %s", (other,)) == 0
+    assert count_rows(db_url, "runs", "run_id = %s", (other,)) == 0
+    assert count_rows(db_url, "queue_items", "run_id = %s", (other,)) == 0
+    assert count_rows(db_url, "queue_items", "kind = 'event'") == 0
+
+
+async def test_scheduling_under_a_lost_lease_writes_nothing(conn: AsyncConn, db_url: str) -> None:
+
+
+    item = await _event_item(conn, "event-a")
+    stale = dataclasses.replace(item, lease_id="someone-else")
+    with pytest.raises(psycopg.Error) as raised:
+        await commit_schedule(
+            conn,
+            run_id=RUN,
+            idempotency=("fn:event-1", RUN, q.to_dt(T0 + 1), q.to_dt(T0)),
+            decision=_schedule_decision(RUN),
+            event_item=stale,
+            now_ms=T0,
+            handoff=None,
+        )
+    assert raised.value.sqlstate == q.LEASE_LOST
+    for table in ("run_history", "runs", "run_idempotency"):
+        assert count_rows(db_url, table) == 0, table
+    assert count_rows(db_url, "queue_items") == 1
