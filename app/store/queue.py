@@ -65,10 +65,6 @@ LEASE_LOST = "SW001"
 # leases only those whose concurrency buckets have room.
 CLAIM_DUE_ITEMS = "SELECT * FROM stepwell_claim(%(limit)s, %(now)s, %(until)s, %(lease_id)s)"
 
-EXTEND_LEASE = """
-UPDATE queue_items SET leased_until = %s, available_at = %s
- WHERE id = %s AND lease_id = %s
-"""
 
 ACK_ITEM = "DELETE FROM queue_items WHERE id = %s AND lease_id = %s"
 
@@ -207,10 +203,23 @@ async def claim_due_items(
     ]
 
 
-async def extend_lease(conn: AsyncConn, item: ClaimedItem, lease_ms: int, now_ms: int) -> bool:
+EXTEND_LEASES = """
+UPDATE queue_items q SET leased_until = %s, available_at = %s
+  FROM unnest(%s::bigint[], %s::text[]) AS x(id, lease)
+ WHERE q.id = x.id AND q.lease_id = x.lease
+RETURNING q.id
+"""
+
+
+async def extend_leases(
+    conn: AsyncConn, items: Sequence[ClaimedItem], lease_ms: int, now_ms: int
+) -> set[int]:
+    """Extend the leases of ``items`` still held under their lease ids; the ids extended."""
     until = to_dt(now_ms + lease_ms)
-    cur = await conn.execute(EXTEND_LEASE, (until, until, item.id, item.lease_id))
-    return cur.rowcount == 1
+    cur = await conn.execute(
+        EXTEND_LEASES, (until, until, [i.id for i in items], [i.lease_id for i in items])
+    )
+    return {row[0] for row in await cur.fetchall()}
 
 
 async def ack_item(conn: AsyncConn, item: ClaimedItem) -> bool:

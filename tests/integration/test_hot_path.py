@@ -67,7 +67,7 @@ async def test_a_handed_off_call_is_leased_to_its_worker_and_reclaimed_if_it_die
     # Nobody else can claim it while the lease holds ...
     assert await q.claim_due_items(conn, 5, 30_000, T0 + 10) == []
     # ... its holder can settle it under that lease ...
-    assert await q.extend_lease(conn, handed, 30_000, T0 + 20)
+    assert await q.extend_leases(conn, [handed], 30_000, T0 + 20) == {handed.id}
     # ... and if the holder dies, the item is claimed again once the lease has expired.
     [again] = await q.claim_due_items(conn, 5, 30_000, T0 + 20 + 30_001)
     assert again.id == handed.id and again.lease_id != handed.lease_id
@@ -267,7 +267,6 @@ async def test_scheduling_for_an_event_is_one_statement_gated_on_idempotency(
 
 
 async def test_scheduling_under_a_lost_lease_writes_nothing(conn: AsyncConn, db_url: str) -> None:
-
 
     item = await _event_item(conn, "event-a")
     stale = dataclasses.replace(item, lease_id="someone-else")

@@ -49,7 +49,7 @@ async def test_an_item_whose_worker_died_is_claimed_again_after_its_lease_expire
     assert second.id == first.id and second.lease_id != first.lease_id
     # The dead worker's lease is gone: it can neither ack nor extend nor requeue.
     assert not await q.ack_item(conn, first)
-    assert not await q.extend_lease(conn, first, 1_000, T0 + 1_002)
+    assert await q.extend_leases(conn, [first], 1_000, T0 + 1_002) == set()
     assert not await q.requeue_item(conn, first, T0, 1)
     assert await q.ack_item(conn, second)
     assert await q.claim_due_items(conn, 1, 1_000, T0 + 10_000) == []
@@ -58,7 +58,7 @@ async def test_an_item_whose_worker_died_is_claimed_again_after_its_lease_expire
 async def test_extending_a_lease_keeps_the_item_from_other_claimers(conn: AsyncConn) -> None:
     await q.enqueue_items(conn, [item("job")], T0)
     [held] = await q.claim_due_items(conn, 1, 1_000, T0)
-    assert await q.extend_lease(conn, held, 1_000, T0 + 900)
+    assert await q.extend_leases(conn, [held], 1_000, T0 + 900) == {held.id}
     assert await q.claim_due_items(conn, 1, 1_000, T0 + 1_500) == []
     assert len(await q.claim_due_items(conn, 1, 1_000, T0 + 1_901)) == 1
 

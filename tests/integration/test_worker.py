@@ -86,3 +86,42 @@ async def test_an_item_whose_handler_raises_is_requeued_not_lost(db_url: str) ->
     await pool.close()
     assert attempts == [0]
     assert count_rows(db_url, "queue_items", "attempt = 1 AND lease_id IS NULL") == 1
+
+
+async def test_a_long_handler_keeps_its_lease_and_a_handed_off_item_runs_in_the_same_slot(
+    db_url: str,
+) -> None:
+    """Leases outlive a handler that runs for several lease periods (one keeper loop extends
+    them), so no other claimer takes the item; an item the handler hands back runs next."""
+    pool: AsyncConnectionPool[AsyncConn] = await open_pool(db_url, min_size=1, max_size=4)
+    clock = SystemClock()
+    lease_ms = 400
+    calls: list[str] = []
+    done = asyncio.Event()
+
+    async def slow_then_hand_off(item: ClaimedItem) -> ClaimedItem | None:
+        calls.append(item.job_id)
+        if item.job_id == "next":
+            async with pool.connection() as conn:
+                assert await q.ack_item(conn, item)
+            done.set()
+            return None
+        await asyncio.sleep(lease_ms * 3 / 1000)
+        async with pool.connection() as conn:
+            # Still ours: a rival claim finds nothing, and the item can be settled.
+            assert await q.claim_due_items(conn, 5, lease_ms, clock.now_ms()) == []
+            assert await q.ack_item(conn, item)
+            nxt = ItemSpec(kind=ItemKind.EDGE, job_id="next", available_at=clock.now_ms())
+            await q.enqueue_items(conn, [nxt], clock.now_ms())
+            [handed] = await q.claim_due_items(conn, 1, lease_ms, clock.now_ms())
+        return handed
+
+    async with pool.connection() as conn:
+        spec = ItemSpec(kind=ItemKind.START, job_id="slow", available_at=clock.now_ms())
+        await q.enqueue_items(conn, [spec], clock.now_ms())
+    handlers = {ItemKind.START: slow_then_hand_off, ItemKind.EDGE: slow_then_hand_off}
+    worker = Worker(pool, handlers, clock, capacity=1, lease_ms=lease_ms, poll_interval=0.05)
+    await _run_until(worker, done)
+    await pool.close()
+    assert calls == ["slow", "next"]
+    assert count_rows(db_url, "queue_items") == 0
