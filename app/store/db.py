@@ -1,4 +1,10 @@
-"""Connection pool and JSON adaptation shared by every Postgres repository module."""
+"""Connection pool and JSON adaptation shared by every Postgres repository module.
+
+Hot-path statements are executed with ``prepare=True``: psycopg otherwise prepares a statement
+only after five executions on the same connection, and with a pool of connections and a few
+variants of each statement most executions were parsed and planned again (``bench/pgproxy.py``
+counted 598 Parse messages for 613 Binds in the engine benchmark; 36 for 304 once prepared).
+"""
 
 from __future__ import annotations
 

@@ -121,6 +121,6 @@ async def load_event(
 ) -> tuple[dict[str, Any], datetime, int | None] | None:
     """The stored event (as SDKs see it), when it was received and the registry version;
     None if unknown."""
-    cur = await conn.execute(LOAD_EVENT, (internal_id,))
+    cur = await conn.execute(LOAD_EVENT, (internal_id,), prepare=True)
     row = await cur.fetchone()
     return None if row is None else (event_json(row), row[7], row[8])

@@ -114,7 +114,7 @@ async def commit_schedule(
         event_item.lease_id,
         to_dt(now_ms),
     ]
-    cur = await conn.execute(SCHEDULE, params)
+    cur = await conn.execute(SCHEDULE, params, prepare=True)
     row = await cur.fetchone()
     assert row is not None
     handed = None
@@ -178,7 +178,7 @@ async def commit_fast(
             )
         )
     flags = (claimed is not None, view is not None, finished is not None, bool(emitted))
-    cur = await conn.execute(STATEMENTS[flags], params)
+    cur = await conn.execute(STATEMENTS[flags], params, prepare=True)
     row = await cur.fetchone()
     if taken is None or handoff is None or row is None or row[2] is None:
         return None  # nothing to hand off, or the job already existed

@@ -39,7 +39,7 @@ APPEND_HISTORY = INSERT_HISTORY_ROWS + "RETURNING position"
 
 
 async def load_history(conn: AsyncConn, run_id: str) -> list[HistoryEvent]:
-    cur = await conn.execute(LOAD_HISTORY, (run_id,))
+    cur = await conn.execute(LOAD_HISTORY, (run_id,), prepare=True)
     return [decode(t, v, p) for t, v, p in await cur.fetchall()]
 
 

@@ -54,5 +54,5 @@ async def delete_pause(conn: AsyncConn, pause_id: str) -> None:
 async def find_candidates(
     conn: AsyncConn, event_name: str, keys: Sequence[str], now_ms: int
 ) -> list[tuple[Any, ...]]:
-    cur = await conn.execute(FIND_CANDIDATES, (event_name, list(keys), to_dt(now_ms)))
+    cur = await conn.execute(FIND_CANDIDATES, (event_name, list(keys), to_dt(now_ms)), prepare=True)
     return list(await cur.fetchall())

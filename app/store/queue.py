@@ -223,7 +223,7 @@ async def extend_leases(
 
 
 async def ack_item(conn: AsyncConn, item: ClaimedItem) -> bool:
-    cur = await conn.execute(ACK_ITEM, (item.id, item.lease_id))
+    cur = await conn.execute(ACK_ITEM, (item.id, item.lease_id), prepare=True)
     return cur.rowcount == 1
 
 
