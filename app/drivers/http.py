@@ -150,8 +150,13 @@ def new_session(*, call_timeout: float, max_connections: int) -> aiohttp.ClientS
         limit=max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_SECONDS
     )
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=call_timeout)
+    # No cookie jar: each SDK call stands alone (as upstream's), nothing carried between them.
     return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, auto_decompress=True, raise_for_status=False
+        connector=connector,
+        timeout=timeout,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=True,
+        raise_for_status=False,
     )
 
 

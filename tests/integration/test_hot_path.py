@@ -21,7 +21,7 @@ from app.registry.cache import TriggerIndex
 from app.store import queue as q
 from app.store.db import AsyncConn
 from app.store.events import load_event
-from app.store.fast_transition import commit_schedule
+from app.store.fast_transition import Scheduled, commit_schedule
 from app.store.history import append_history, load_history
 from app.store.transitions import Transition, commit_transition
 from domain import history as h
@@ -229,36 +229,33 @@ async def _event_item(conn: AsyncConn, job: str) -> q.ClaimedItem:
     return claimed
 
 
+async def _schedule(
+    conn: AsyncConn, run_id: str, event_item: q.ClaimedItem, handoff: q.Lease | None = None
+) -> Scheduled:
+    """Schedule ``run_id`` for the same event (one idempotency key) in one statement."""
+    return await commit_schedule(
+        conn,
+        run_id=run_id,
+        idempotency=("fn:event-1", run_id, q.to_dt(T0 + 86_400_000), q.to_dt(T0)),
+        decision=_schedule_decision(run_id),
+        event_item=event_item,
+        now_ms=T0,
+        handoff=handoff,
+    )
+
+
 async def test_scheduling_for_an_event_is_one_statement_gated_on_idempotency(
     conn: AsyncConn, db_url: str
 ) -> None:
-    def idem(run_id: str) -> tuple[object, ...]:
-        return ("fn:event-1", run_id, q.to_dt(T0 + 86_400_000), q.to_dt(T0))
-
-    first = await commit_schedule(
-        conn,
-        run_id=RUN,
-        idempotency=idem(RUN),
-        decision=_schedule_decision(RUN),
-        event_item=await _event_item(conn, "event-a"),
-        now_ms=T0,
-        handoff=q.Lease("handoff", T0 + 30_000),
-    )
+    lease = q.Lease("handoff", T0 + 30_000)
+    first = await _schedule(conn, RUN, await _event_item(conn, "event-a"), lease)
     assert first.scheduled and first.handoff is not None
     assert first.handoff.job_id == f"start-{RUN}" and first.handoff.run_version == 1
     assert count_rows(db_url, "run_history", "run_id = %s", (RUN,)) == 1
     assert count_rows(db_url, "runs", "run_id = %s", (RUN,)) == 1
     # The same event again (a redelivery): the key is taken, so only the ack is written.
     other = "01JRUN0000000000000000000B"
-    again = await commit_schedule(
-        conn,
-        run_id=other,
-        idempotency=idem(other),
-        decision=_schedule_decision(other),
-        event_item=await _event_item(conn, "event-b"),
-        now_ms=T0,
-        handoff=None,
-    )
+    again = await _schedule(conn, other, await _event_item(conn, "event-b"))
     assert not again.scheduled and again.handoff is None
     assert count_rows(db_url, "run_history", "run_id = %s", (other,)) == 0
     assert count_rows(db_url, "runs", "run_id = %s", (other,)) == 0
@@ -267,19 +264,10 @@ async def test_scheduling_for_an_event_is_one_statement_gated_on_idempotency(
 
 
 async def test_scheduling_under_a_lost_lease_writes_nothing(conn: AsyncConn, db_url: str) -> None:
-
     item = await _event_item(conn, "event-a")
     stale = dataclasses.replace(item, lease_id="someone-else")
     with pytest.raises(psycopg.Error) as raised:
-        await commit_schedule(
-            conn,
-            run_id=RUN,
-            idempotency=("fn:event-1", RUN, q.to_dt(T0 + 1), q.to_dt(T0)),
-            decision=_schedule_decision(RUN),
-            event_item=stale,
-            now_ms=T0,
-            handoff=None,
-        )
+        await _schedule(conn, RUN, stale)
     assert raised.value.sqlstate == q.LEASE_LOST
     for table in ("run_history", "runs", "run_idempotency"):
         assert count_rows(db_url, table) == 0, table
