@@ -14,7 +14,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from app import expressions
 from app.engine.run_cache import Snapshot
@@ -88,44 +88,38 @@ _LEASE_PREFIX = f"h{os.urandom(6).hex()}-"
 _lease_serial = itertools.count()
 
 
+class On(TypedDict, total=False):
+    """What a command is applied on, beyond the run: the claimed queue item it settles, the
+    run's snapshot as the caller read it (None: read it here; a stale one conflicts and is
+    read again), a connection to use, and a lease for handing the run's next call to this
+    worker."""
+
+    claimed: ClaimedItem | None
+    snapshot: Snapshot | None
+    conn: AsyncConn | None
+    handoff: Lease | None
+
+
 async def run_command(
-    services: Services,
-    run_id: str,
-    command: Command,
-    *,
-    claimed: ClaimedItem | None = None,
-    snapshot: Snapshot | None = None,
-    conn: AsyncConn | None = None,
+    services: Services, run_id: str, command: Command, **on: Unpack[On]
 ) -> Decision | None:
     """Decide and commit ``command``; None when the claimed item's lease was lost."""
-    applied = await apply_command(
-        services, run_id, command, claimed=claimed, snapshot=snapshot, conn=conn
-    )
-    return applied.decision
+    return (await apply_command(services, run_id, command, **on)).decision
 
 
 async def apply_command(
-    services: Services,
-    run_id: str,
-    command: Command,
-    *,
-    claimed: ClaimedItem | None = None,
-    snapshot: Snapshot | None = None,
-    conn: AsyncConn | None = None,
-    handoff: Lease | None = None,
+    services: Services, run_id: str, command: Command, **on: Unpack[On]
 ) -> Applied:
-    """``run_command``, also returning the run's snapshot after the commit.
-
-    ``snapshot`` is the run as the caller read it (None: read it here); if it turns out stale,
-    the commit conflicts and the command is decided again on a fresh read.
-    """
+    """``run_command``, also returning the run's snapshot after the commit (and the run's
+    next call, if it was handed to this worker)."""
+    conn, snapshot = on.get("conn"), on.get("snapshot")
     for _ in range(MAX_CONFLICT_RETRIES):
-        on = (claimed, snapshot, handoff)
+        basis = (on.get("claimed"), snapshot, on.get("handoff"))
         if conn is not None:
-            outcome = await _attempt(services, conn, run_id, command, on)
+            outcome = await _attempt(services, conn, run_id, command, basis)
         else:
             async with services.db.connection() as fresh:
-                outcome = await _attempt(services, fresh, run_id, command, on)
+                outcome = await _attempt(services, fresh, run_id, command, basis)
         if outcome is not None:
             return outcome
         snapshot = None
