@@ -51,8 +51,6 @@ class RunCache:
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
         self._runs: OrderedDict[str, Snapshot] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -61,10 +59,8 @@ class RunCache:
         """The kept snapshot of ``run_id`` if it is at ``version`` (the database's), else None."""
         snap = self._runs.get(run_id)
         if snap is None or version is None or snap.version != version:
-            self.misses += 1
             return None
         self._runs.move_to_end(run_id)
-        self.hits += 1
         return snap
 
     def put(self, snap: Snapshot) -> None:

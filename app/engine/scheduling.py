@@ -29,6 +29,7 @@ from app.store.transitions import Transition, commit_transition
 from domain import commands as c
 from domain import flow
 from domain.decide import decide
+from domain.effects import Decision
 from domain.function_config import FunctionConfig
 from domain.ids import ACCOUNT_ID, ENV_ID, new_run_id
 from domain.queue import ClaimedItem
@@ -174,8 +175,7 @@ async def schedule_run(
     cur = await conn.execute(RESERVE_IDEMPOTENCY_KEY, idempotency_params(fn, request, run_id, now))
     if await cur.fetchone() is None:
         return None
-    command = await _schedule_command(services, conn, fn, request, (run_id, now))
-    decision = decide(RunState(), command, decide_context(services, now))
+    decision = await _decide_new_run(services, conn, fn, request, (run_id, now))
     await commit_transition(conn, Transition(run_id, 0, None, decision, None, now), pause_key)
     # Kept for the run's first call (used only if the claim finds the run at this version,
     # i.e. the caller's transaction committed).
@@ -221,8 +221,7 @@ async def schedule_for_event(
     one statement; returns the run's first call if it was handed to this worker."""
     now = services.clock.now_ms()
     run_id = new_run_id(now)
-    command = await _schedule_command(services, conn, fn, request, (run_id, now))
-    decision = decide(RunState(), command, decide_context(services, now))
+    decision = await _decide_new_run(services, conn, fn, request, (run_id, now))
     outcome = await commit_schedule(
         conn,
         run_id=run_id,
@@ -235,6 +234,18 @@ async def schedule_for_event(
     if outcome.scheduled:
         services.runs.put(Snapshot.of(run_id, decision.events))
     return outcome.handoff
+
+
+async def _decide_new_run(
+    services: Services,
+    conn: AsyncConn,
+    fn: FunctionRecord,
+    request: RunRequest,
+    run_at: tuple[str, int],
+) -> Decision:
+    """The scheduling decision for run ``run_id``, created at ``now``."""
+    command = await _schedule_command(services, conn, fn, request, run_at)
+    return decide(RunState(), command, decide_context(services, run_at[1]))
 
 
 async def _schedule_command(

@@ -1,12 +1,12 @@
 """The worker loop: claim due items in batches, run each with its handler, keep leases alive.
 
 A process runs one ``Worker`` with up to ``capacity`` items in flight; one loop keeps all of
-their leases alive.  It claims only as many
-items as it has free slots, so a busy worker leaves the rest to its peers (SKIP LOCKED does the
-sharing).  Handlers commit their own transition (which acks the item); when a handler raises,
-the item is requeued with a short backoff so that an internal error never loses work.  A run's
-next call can be handed straight back by the handler that committed its previous step: the
-slot runs it at once, with no claim, NOTIFY or poll in between.
+their leases alive.  It claims only as many items as it has free slots, so a busy worker leaves
+the rest to its peers (SKIP LOCKED does the sharing).  Handlers commit their own transition
+(which acks the item); when a handler raises, the item is requeued with a short backoff so that
+an internal error never loses work.  A run's next call can be handed straight back by the handler
+that committed its previous step: the slot runs it at once, with no claim, NOTIFY or poll in
+between.
 """
 
 from __future__ import annotations

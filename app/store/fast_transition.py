@@ -1,14 +1,13 @@
 """The common run transition as one SQL statement: one round trip, no client transaction.
 
 Most transitions are a step finishing: append history, enqueue the next call, ack the claimed
-item (or, for a retry, requeue it), sometimes update the runs view; marking a run started is
-the same without a claimed item, and a run's end adds clearing its leftovers and emitting
-``inngest/function.finished``.  As data-modifying CTEs of
-one statement in autocommit they are one implicit transaction: a version conflict (unique
-violation) or a lost lease (``stepwell_settle`` raises ``SW001``) fails the statement and
-nothing is written — exactly the guarantees of the general path in ``transitions.py``, without
-a client-side BEGIN/COMMIT or pipeline.  Transitions that create or clear pauses take the
-general path.
+item (or, for a retry, requeue it), sometimes update the runs view; marking a run started is the
+same without a claimed item, and a run's end adds clearing its leftovers and emitting
+``inngest/function.finished``.  As data-modifying CTEs of one statement in autocommit they are
+one implicit transaction: a version conflict (unique violation) or a lost lease
+(``stepwell_settle`` raises ``SW001``) fails the statement and nothing is written — exactly the
+guarantees of the general path in ``transitions.py``, without a client-side BEGIN/COMMIT or
+pipeline.  Transitions that create or clear pauses take the general path.
 """
 
 from __future__ import annotations
@@ -102,8 +101,7 @@ async def commit_schedule(
     view = fold_rows(None, decision.events)
     assert view is not None
     items = [e.item for e in decision.effects if isinstance(e, Enqueue)]
-    taken = _handoff_candidate(items, run_id, now_ms) if handoff is not None else None
-    leases = {taken.job_id: handoff} if taken is not None and handoff is not None else None
+    taken, leases = _handoff_plan(items, run_id, now_ms, handoff)
     params: list[object] = [
         *idempotency,
         *append_params(run_id, 0, decision.events),
@@ -117,9 +115,7 @@ async def commit_schedule(
     cur = await conn.execute(SCHEDULE, params, prepare=True)
     row = await cur.fetchone()
     assert row is not None
-    handed = None
-    if taken is not None and handoff is not None and row[2] is not None:
-        handed = _claimed(row[2], taken, handoff, len(decision.events))
+    handed = _claimed(row[2], taken, handoff, len(decision.events))
     return Scheduled(scheduled=bool(row[0]), handoff=handed)
 
 
@@ -154,8 +150,7 @@ async def commit_fast(
     emitted = [(e.internal_id, e.event) for e in effects if isinstance(e, EmitEvent)]
     event_specs, listen = event_items(emitted, now_ms, "internal")
     retry = next(((e.available_at, e.attempt) for e in effects if isinstance(e, RetryCall)), None)
-    taken = _handoff_candidate(items, run_id, now_ms) if handoff is not None else None
-    leases = {taken.job_id: handoff} if taken is not None and handoff is not None else None
+    taken, leases = _handoff_plan(items, run_id, now_ms, handoff)
     params: list[object] = [
         *append_params(run_id, base_version, events),
         *enqueue_params([*items, *event_specs], leases, listen),
@@ -180,13 +175,27 @@ async def commit_fast(
     flags = (claimed is not None, view is not None, finished is not None, bool(emitted))
     cur = await conn.execute(STATEMENTS[flags], params, prepare=True)
     row = await cur.fetchone()
-    if taken is None or handoff is None or row is None or row[2] is None:
-        return None  # nothing to hand off, or the job already existed
+    assert row is not None
     return _claimed(row[2], taken, handoff, base_version + len(events))
 
 
-def _claimed(item_id: int, spec: ItemSpec, lease: Lease, run_version: int) -> ClaimedItem:
-    """The handed-off item as the worker holds it (as if claimed under ``lease``)."""
+def _handoff_plan(
+    items: Sequence[ItemSpec], run_id: str, now_ms: int, handoff: Lease | None
+) -> tuple[ItemSpec | None, dict[str, Lease] | None]:
+    """The item to hand off under ``handoff`` (if any) and the ``leases`` to insert it with."""
+    taken = _handoff_candidate(items, run_id, now_ms) if handoff is not None else None
+    if taken is None or handoff is None:
+        return None, None
+    return taken, {taken.job_id: handoff}
+
+
+def _claimed(
+    item_id: int | None, spec: ItemSpec | None, lease: Lease | None, run_version: int
+) -> ClaimedItem | None:
+    """The handed-off item as the worker holds it (as if claimed under ``lease``); None when
+    nothing was handed off, or the job already existed (no id came back)."""
+    if item_id is None or spec is None or lease is None:
+        return None
     return ClaimedItem(
         id=item_id,
         kind=spec.kind,
