@@ -63,6 +63,40 @@ def _common_engine(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _connections(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine-connections",
+        type=int,
+        help="database connections for queue claims and run transitions "
+        "[STEPWELL_ENGINE_CONNECTIONS, default max(8, workers/4 + 2)]",
+    )
+    p.add_argument(
+        "--ingest-connections",
+        type=int,
+        help="database connections for client writes (events, sync, cancellations) "
+        "[STEPWELL_INGEST_CONNECTIONS, default 6]",
+    )
+    p.add_argument(
+        "--read-connections",
+        type=int,
+        help="database connections for client reads (GraphQL, REST, UI) "
+        "[STEPWELL_READ_CONNECTIONS, default 4]",
+    )
+    p.add_argument(
+        "--pool-wait",
+        type=float,
+        dest="pool_wait_seconds",
+        help="seconds a request waits for a database connection before it is answered 503 "
+        "[STEPWELL_POOL_WAIT, default 5]",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        dest="read_timeout_seconds",
+        help="statement timeout of one read query, in seconds [STEPWELL_READ_TIMEOUT, default 15]",
+    )
+
+
 def _common_http(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="interface to bind [STEPWELL_HOST, default 127.0.0.1]")
     p.add_argument("--port", type=int, help="HTTP port [STEPWELL_PORT, default 8288]")
@@ -115,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "workers in one process. Open (no keys), like `inngest dev`. Without "
         "a database URL an embedded PostgreSQL is started in --data-dir.",
     )
-    for add in (_common_db, _common_http, _common_engine):
+    for add in (_common_db, _common_http, _common_engine, _connections):
         add(dev)
     start = sub.add_parser(
         "start",
@@ -124,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         "to SDKs is signed, SDK calls and the APIs require the signing key, "
         "events require an event key. Refuses to start without keys.",
     )
-    for add in (_common_db, _common_http, _common_engine, _keys):
+    for add in (_common_db, _common_http, _common_engine, _connections, _keys):
         add(start)
     worker = sub.add_parser(
         "worker",
@@ -132,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run queue workers without the HTTP "
         "server. Any number may run against one database.",
     )
-    for add in (_common_db, _common_engine):
+    for add in (_common_db, _common_engine, _connections):
         add(worker)
     worker.add_argument(
         "--signing-key",
@@ -215,6 +249,11 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         "workers": pick("workers", "WORKERS", cast=int),
         "lease_seconds": pick("lease_seconds", "LEASE_SECONDS", cast=float),
         "call_timeout": pick("call_timeout", "CALL_TIMEOUT", cast=float),
+        "engine_connections": pick("engine_connections", "ENGINE_CONNECTIONS", cast=int),
+        "ingest_connections": pick("ingest_connections", "INGEST_CONNECTIONS", cast=int),
+        "read_connections": pick("read_connections", "READ_CONNECTIONS", cast=int),
+        "pool_wait_seconds": pick("pool_wait_seconds", "POOL_WAIT", cast=float),
+        "read_timeout_seconds": pick("read_timeout_seconds", "READ_TIMEOUT", cast=float),
         "discovery": not getattr(args, "no_discovery", False),
         "poll": not getattr(args, "no_poll", False),
         "run_workers": True,

@@ -38,9 +38,10 @@ from app.http.health import health
 from app.registry.cache import FunctionCache, TriggerIndex
 from app.registry.discovery import run_sync_loop
 from app.settings import Settings
-from app.store.db import AsyncConn, open_pool
+from app.store.db import AsyncConn
 from app.store.maintenance import vacuum_queue_if_needed
 from app.store.notify import listen
+from app.store.pools import Pools, PoolSizes, open_pools
 from app.store.stats import run_stats_tailer
 from app.ui import routes as ui_routes
 from domain.ports import Clock
@@ -55,7 +56,8 @@ class Services:
     settings: Settings
     database_url: str
     clock: Clock
-    pool: AsyncConnectionPool[AsyncConn] | None = None
+    #: The connection budgets (see ``app/store/pools.py``).
+    pools: Pools | None = None
     #: Control-plane HTTP (sync PUTs, discovery probes).
     http: httpx.AsyncClient | None = None
     #: The client for SDK calls, the hot path; see ``app/drivers/http.py``.
@@ -84,28 +86,38 @@ class Services:
 
     @property
     def db(self) -> AsyncConnectionPool[AsyncConn]:
-        assert self.pool is not None, "services not started"
-        return self.pool
+        """The engine's pool: queue claims and run transitions."""
+        assert self.pools is not None, "services not started"
+        return self.pools.engine
+
+    @property
+    def ingest_db(self) -> AsyncConnectionPool[AsyncConn]:
+        """Writes clients make (events, sync, cancellations, mutations)."""
+        assert self.pools is not None, "services not started"
+        return self.pools.ingest
+
+    @property
+    def read_db(self) -> AsyncConnectionPool[AsyncConn]:
+        """Reads clients make (GraphQL queries, REST reads, the UI), statement-time bounded."""
+        assert self.pools is not None, "services not started"
+        return self.pools.reads
 
     async def start(self) -> None:
         s = self.settings
-        # Few connections for many worker slots: a step holds one only for its one-statement
-        # commit, and fewer Postgres backends contend less (engine benchmark, 32 slots: pools
-        # of 10 vs 20 connections gave ~15% more steps/s and ~15% less Postgres CPU per step;
-        # 36 was worse still).  Callers that find the pool busy wait, they do not fail.
-        self.pool = await open_pool(self.database_url, max_size=max(8, s.workers // 4 + 2))
+        self.pools = await open_pools(self.database_url, pool_sizes(s))
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(30), follow_redirects=False)
         self.calls = driver.new_session(
             call_timeout=s.call_timeout, max_connections=max(64, s.workers * 2)
         )
         if s.run_workers and s.workers > 0:
             self.worker = Worker(
-                self.pool,
+                self.pools.engine,
                 build_handlers(self),
                 self.clock,
                 capacity=s.workers,
                 lease_ms=int(s.lease_seconds * 1000),
                 poll_interval=s.queue_poll_interval,
+                lease_pool=self.pools.leases,
             )
             self._listener = asyncio.create_task(
                 listen(self.database_url, self.worker.wake, self.stop)
@@ -138,8 +150,23 @@ class Services:
             await self.http.aclose()
         if self.calls is not None:
             await self.calls.close()
-        if self.pool is not None:
-            await self.pool.close()
+        if self.pools is not None:
+            await self.pools.close()
+
+
+def pool_sizes(s: Settings) -> PoolSizes:
+    # Few engine connections for many worker slots: a step holds one only for its one-statement
+    # commit, and fewer Postgres backends contend less (engine benchmark, 32 slots: pools of 10
+    # vs 20 connections gave ~15% more steps/s and ~15% less Postgres CPU per step; 36 was
+    # worse still).  Workers that find the pool busy wait, they do not fail.
+    engine = s.engine_connections or max(8, s.workers // 4 + 2)
+    return PoolSizes(
+        engine=engine,
+        ingest=s.ingest_connections,
+        reads=s.read_connections,
+        wait_seconds=s.pool_wait_seconds,
+        read_statement_timeout_ms=int(s.read_timeout_seconds * 1000),
+    )
 
 
 def server_kind(settings: Settings) -> str:

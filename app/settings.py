@@ -70,6 +70,22 @@ class Settings:
     call_timeout: float = 7200.0
     """Seconds to wait for an SDK's reply before the attempt fails (Inngest: 2 h)."""
 
+    engine_connections: int | None = None
+    """Connections for queue claims and run transitions (default: a quarter of ``workers``
+    plus two, at least 8)."""
+
+    ingest_connections: int = 6
+    """Connections for client writes: events, invokes, sync, cancellations, mutations."""
+
+    read_connections: int = 4
+    """Connections for client reads: GraphQL queries, REST reads, the dev UI."""
+
+    pool_wait_seconds: float = 5.0
+    """How long a request waits for a connection of its pool before it is answered 503."""
+
+    read_timeout_seconds: float = 15.0
+    """Statement timeout of one read query (GraphQL, REST, UI)."""
+
     run_workers: bool = True
     """Run queue workers inside the HTTP process (``dev``/``start``); ``worker`` only runs them."""
 

@@ -41,8 +41,11 @@ class Worker:
         capacity: int = 32,
         lease_ms: int = 30_000,
         poll_interval: float = 0.1,
+        lease_pool: AsyncConnectionPool[AsyncConn] | None = None,
     ) -> None:
         self.pool = pool
+        #: Lease extensions use a pool of their own, so busy handlers cannot delay them.
+        self.lease_pool = lease_pool or pool
         self.handlers = dict(handlers)
         self.clock = clock
         self.capacity = capacity
@@ -153,7 +156,7 @@ class Worker:
             if not due:
                 continue
             try:
-                async with self.pool.connection() as conn:
+                async with self.lease_pool.connection() as conn:
                     kept = await q.extend_leases(conn, due, self.lease_ms, now)
             except Exception:
                 log.exception("extending leases failed; retrying")

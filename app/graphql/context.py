@@ -64,7 +64,7 @@ class Loaders:
         async def load() -> dict[str, registry.FunctionRecord]:
             # One read of the (small) registry serves every run of a page, whatever its
             # function, instead of one query per distinct function.
-            async with self.services.db.connection() as conn:
+            async with self.services.read_db.connection() as conn:
                 records = await registry.list_functions(conn, include_archived=True)
             by_key = {r.slug: r for r in records}
             by_key.update((r.id, r) for r in records)
@@ -74,42 +74,42 @@ class Loaders:
 
     async def app(self, app_id: str) -> registry.AppRecord | None:
         async def load() -> registry.AppRecord | None:
-            async with self.services.db.connection() as conn:
+            async with self.services.read_db.connection() as conn:
                 return await registry.app_by_id(conn, app_id)
 
         return await self._once("app", app_id, load)
 
     async def history(self, run_id: str) -> list[HistoryEvent]:
         async def load() -> list[HistoryEvent]:
-            async with self.services.db.connection() as conn:
+            async with self.services.read_db.connection() as conn:
                 return await load_history(conn, run_id)
 
         return await self._once("history", run_id, load)
 
     async def run_row(self, run_id: str) -> RunRow | None:
         async def load() -> RunRow | None:
-            async with self.services.db.connection() as conn:
+            async with self.services.read_db.connection() as conn:
                 return await load_run_row(conn, run_id)
 
         return await self._once("run", run_id, load)
 
     async def event(self, internal_id: str) -> rq.EventRecord | None:
         async def load() -> rq.EventRecord | None:
-            async with self.services.db.connection() as conn:
+            async with self.services.read_db.connection() as conn:
                 return await rq.event_by_internal_id(conn, internal_id)
 
         return await self._once("event", internal_id, load)
 
     async def events(self, internal_ids: tuple[str, ...]) -> list[rq.EventRecord]:
         async def load() -> list[rq.EventRecord]:
-            async with self.services.db.connection() as conn:
+            async with self.services.read_db.connection() as conn:
                 return await rq.events_by_ids(conn, internal_ids)
 
         return await self._once("events", ",".join(internal_ids), load)
 
     async def runs_of_event(self, internal_id: str) -> list[RunRow]:
         async def load() -> list[RunRow]:
-            async with self.services.db.connection() as conn:
+            async with self.services.read_db.connection() as conn:
                 return await rq.runs_for_events(conn, [internal_id])
 
         return await self._once("event-runs", internal_id, load)

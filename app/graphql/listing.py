@@ -160,7 +160,7 @@ async def runs_connection(
     position = decode_cursor(after, order) if after else None
     expr = _compile(filt.query)
     size = page_size(first)
-    async with ld.services.db.connection() as conn:
+    async with ld.services.read_db.connection() as conn:
         if expr is None:
             rows = await rq.list_runs(conn, query, order, after=position, limit=size + 1)
         else:
@@ -171,7 +171,7 @@ async def runs_connection(
              for r in rows[:size]]  # fmt: skip
 
     async def count() -> int:
-        async with ld.services.db.connection() as conn:
+        async with ld.services.read_db.connection() as conn:
             if expr is None:
                 return await rq.count_runs(conn, query)
             matches = await _matching_runs(
@@ -231,12 +231,12 @@ async def events_connection(
     query = replace(base, before_id=after)
     expr = _compile(filt.query)
     size = page_size(first)
-    async with ld.services.db.connection() as conn:
+    async with ld.services.read_db.connection() as conn:
         records = await _matching_events(conn, query, size + 1, expr)
     edges = [EventsEdge(node=EventV2.of(r), cursor=r.internal_id) for r in records[:size]]
 
     async def count() -> int:
-        async with ld.services.db.connection() as conn:
+        async with ld.services.read_db.connection() as conn:
             if expr is None:
                 return await rq.count_events(conn, base)
             return len(await _matching_events(conn, base, CEL_SCAN_LIMIT, expr))

@@ -47,7 +47,7 @@ class Mutation:
         outcome = await sync_url(services, url)
         if outcome.error is not None:
             raise BadRequest(outcome.error)
-        async with services.db.connection() as conn:
+        async with services.ingest_db.connection() as conn:
             apps = await registry.list_apps(conn)
         found = [a for a in apps if a.url == url or a.id == outcome.app_id]
         if not found:
@@ -58,7 +58,7 @@ class Mutation:
     async def updateApp(self, info: GqlInfo, input: UpdateAppInput) -> App:
         services = loaders(info).services
         now = datetime.fromtimestamp(services.clock.now_ms() / 1000, UTC)
-        async with services.db.connection() as conn:
+        async with services.ingest_db.connection() as conn:
             cur = await conn.execute(UPDATE_APP_URL, (_with_scheme(input.url), now, input.id))
             record = await registry.app_by_id(conn, input.id) if cur.rowcount else None
         if record is None:
@@ -67,13 +67,13 @@ class Mutation:
 
     @strawberry.mutation
     async def deleteApp(self, info: GqlInfo, id: str) -> str:
-        async with loaders(info).services.db.connection() as conn:
+        async with loaders(info).services.ingest_db.connection() as conn:
             await registry.delete_app(conn, id)
         return id
 
     @strawberry.mutation
     async def deleteAppByName(self, info: GqlInfo, name: str) -> bool:
-        async with loaders(info).services.db.connection() as conn:
+        async with loaders(info).services.ingest_db.connection() as conn:
             record = await registry.app_by_name(conn, name)
             return record is not None and await registry.delete_app(conn, record.id)
 
@@ -91,7 +91,7 @@ class Mutation:
     ) -> bool | None:
         services = loaders(info).services
         now = services.clock.now_ms()
-        async with services.db.connection() as conn:
+        async with services.ingest_db.connection() as conn:
             fn = await registry.function_by_slug_or_id(conn, functionSlug)
             if fn is None:
                 raise NotFound(f"function not found: {functionSlug}")
@@ -111,7 +111,7 @@ class Mutation:
             if row.ended_at is not None:
                 raise BadRequest("cannot cancel an ended run")
             await run_command(ld.services, runID, c.CancelRun(reason="cancelled via GraphQL"))
-            async with ld.services.db.connection() as conn:
+            async with ld.services.ingest_db.connection() as conn:
                 row = await load_run_row(conn, runID) or row
             if row.status != RunStatus.CANCELLED.value:
                 raise BadRequest("cannot cancel an ended run")  # it ended meanwhile

@@ -36,7 +36,7 @@ async def rerun(
         raise BadRequest(f"invalid run ID: {run_id!r} is not a ULID")
     if step_input is not None:
         _check_input(step_input)
-    async with services.db.connection() as conn:
+    async with services.ingest_db.connection() as conn:
         history = await load_history(conn, run_id)
         state = fold(history)
         if not state.exists:

@@ -42,7 +42,7 @@ async def app_functions(
 ) -> list[dict[str, Any]]:
     """The app's active functions: ``internal_id``, ``id`` (slug), ``name``, ``config``…"""
     services = services_of(request)
-    async with services.db.connection() as conn:
+    async with services.read_db.connection() as conn:
         cur = await conn.execute(APP_FUNCTIONS, (app_name,))
         rows = await cur.fetchall()
     if not rows:

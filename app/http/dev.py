@@ -41,7 +41,7 @@ async def dev_info(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     settings = services.settings
     if settings.is_self_hosted:
         raise ApiError(404, "not found")
-    async with services.db.connection() as conn:
+    async with services.read_db.connection() as conn:
         functions = await store.list_functions(conn)
     body = {
         "version": server_version(),

@@ -120,7 +120,7 @@ async def invoke_function(request: Request[Any, Any, Any], slug: FromPath[str]) 
     except InvalidEvent as exc:
         raise ApiError(400, f"Invalid invocation event: {exc.message}") from exc
     [internal_id] = event_ids_for(1, request.headers.get(SEED_HEADER), new_ulid, start=0)
-    async with services.db.connection() as conn:
+    async with services.ingest_db.connection() as conn:
         cur = await conn.execute(ACTIVE_FUNCTION_EXISTS, (slug, slug))
         # Go stores the event whatever the slug; a 404 tells the caller about a typo instead
         # of leaving an event that nothing will ever run.
@@ -199,7 +199,7 @@ def _parse_events(body: bytes) -> list[Any]:
 async def _store(services: Services, pairs: list[tuple[str, dict[str, Any]]], now_ms: int) -> None:
     if not pairs:
         return
-    async with services.db.connection() as conn, conn.transaction():
+    async with services.ingest_db.connection() as conn, conn.transaction():
         await insert_events(conn, pairs, received(now_ms), now_ms)
 
 

@@ -14,7 +14,7 @@ from app.http.errors import envelope
 async def health(state: State) -> Response[Any]:
     """Liveness and database reachability: ``{"status": 200, "message": "OK"}``."""
     try:
-        async with state.services.pool.connection() as conn:
+        async with state.services.ingest_db.connection() as conn:
             await conn.execute("SELECT 1")
     except Exception as exc:
         return envelope(503, f"database unavailable: {type(exc).__name__}")

@@ -119,7 +119,7 @@ async def list_events(
         "after": _time(received_after, "received_after", now - DEFAULT_WINDOW),
         "before": _time(received_before, "received_before", now),
     }
-    async with services.db.connection() as conn:
+    async with services.read_db.connection() as conn:
         cur = await conn.execute(LIST_EVENTS, params)
         rows = await cur.fetchall()
     return envelope([event_json(r) for r in rows])
@@ -139,7 +139,7 @@ async def get_event(
 ) -> dict[str, Any]:
     """One event, by the internal id that ``POST /e/{key}`` returned for it."""
     internal_id = _ulid(event_id, f"Invalid event ID: {event_id}")
-    async with services_of(request).db.connection() as conn:
+    async with services_of(request).read_db.connection() as conn:
         cur = await conn.execute(GET_EVENT, (internal_id,))
         row = await cur.fetchone()
     if row is None:

@@ -91,7 +91,7 @@ def _check_id(run_id: str) -> None:
 async def get_run(request: Request[Any, Any, Any], run_id: RunIdParam) -> dict[str, Any]:
     """A run's status and output."""
     _check_id(run_id)
-    async with services_of(request).db.connection() as conn:
+    async with services_of(request).read_db.connection() as conn:
         row = await load_run_row(conn, run_id)
     if row is None:
         raise ApiError(404, f"Unable to load function run: run {run_id} not found")
@@ -111,7 +111,7 @@ async def runs_for_event(
     event_id: Annotated[str, Parameter(description="The event's internal id (ULID)")],
 ) -> dict[str, Any]:
     """The runs an event (by internal id) started."""
-    async with services_of(request).db.connection() as conn:
+    async with services_of(request).read_db.connection() as conn:
         cur = await conn.execute(RUNS_FOR_EVENT, (event_id,))
         rows = [await load_run_row(conn, r[0]) for r in await cur.fetchall()]
     return envelope([run_json(r) for r in rows if r is not None])
@@ -129,7 +129,7 @@ async def cancel_run(request: Request[Any, Any, Any], run_id: RunIdParam) -> Res
     """Cancel a running run (idempotent; an ended run is left as it is)."""
     _check_id(run_id)
     services = services_of(request)
-    async with services.db.connection() as conn:
+    async with services.ingest_db.connection() as conn:
         if not await load_history(conn, run_id):
             raise ApiError(404, f"run {run_id} not found")
     await run_command(services, run_id, c.CancelRun(reason="cancelled via API"))
@@ -148,7 +148,7 @@ async def run_jobs(request: Request[Any, Any, Any], run_id: RunIdParam) -> dict[
     """The run's queued jobs, earliest first: when each is due (``at``), its ``position`` in
     its function's queue and its ``attempt`` (0-based).  An ended run has none."""
     _check_id(run_id)
-    async with services_of(request).db.connection() as conn:
+    async with services_of(request).read_db.connection() as conn:
         if await load_run_row(conn, run_id) is None:
             raise ApiError(404, f"Unable to load function run: run {run_id} not found")
         cur = await conn.execute(RUN_JOBS, (run_id,))
@@ -162,7 +162,7 @@ async def run_jobs(request: Request[Any, Any, Any], run_id: RunIdParam) -> dict[
 
 async def _state(request: Request[Any, Any, Any], run_id: str) -> Any:
     _check_id(run_id)
-    async with services_of(request).db.connection() as conn:
+    async with services_of(request).ingest_db.connection() as conn:
         state = fold(await load_history(conn, run_id))
     if not state.exists:
         raise ApiError(404, f"run {run_id} not found")

@@ -106,7 +106,7 @@ async def _sync_all(services: Services, urls: Iterable[str], *, auto: bool = Fal
 async def _sync_configured(services: Services) -> None:
     urls = list(dict.fromkeys(app_url(u) for u in services.settings.sdk_urls))
     now = datetime.fromtimestamp(services.clock.now_ms() / 1000, UTC)
-    async with services.db.connection() as conn:
+    async with services.ingest_db.connection() as conn:
         for url in urls:
             await store.add_placeholder(conn, url, UNREACHABLE, now)
     await _sync_all(services, urls)
@@ -114,7 +114,7 @@ async def _sync_configured(services: Services) -> None:
 
 async def _discover_once(services: Services, ports: Sequence[int]) -> bool:
     """Probe and sync once; False once an app exists (discovery is then over for good)."""
-    async with services.db.connection() as conn:
+    async with services.ingest_db.connection() as conn:
         if await store.list_apps(conn):
             return False
     found = await discover(services, ports)
@@ -165,7 +165,7 @@ async def _is_sdk(services: Services, url: str) -> bool:
 
 
 async def _poll(services: Services) -> None:
-    async with services.db.connection() as conn:
+    async with services.ingest_db.connection() as conn:
         apps = await store.list_apps(conn)
     poll = services.settings.poll
     urls = {a.url for a in apps if a.method == "SERVE" and a.url and (poll or a.error)}

@@ -225,7 +225,7 @@ async def _save(
     services: Services, app: AppFields, configs: list[FunctionConfig]
 ) -> RegisterResult:
     now = _now(services)
-    async with services.db.connection() as conn, conn.transaction():
+    async with services.ingest_db.connection() as conn, conn.transaction():
         await store.lock_app_sync(conn, app.name)
         if app.url:
             # The app now answers at this URL under its own name: drop the URL's placeholder.
@@ -252,7 +252,7 @@ def _success(app_id: str, *, modified: bool) -> RegisterResult:
 
 async def _record_failure(services: Services, name: str, error: str) -> None:
     try:
-        async with services.db.connection() as conn:
+        async with services.ingest_db.connection() as conn:
             existing = await store.app_by_name(conn, name)
             if existing is not None:
                 await store.set_app_error(conn, existing.id, error, _now(services))

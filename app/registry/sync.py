@@ -130,7 +130,7 @@ def _message(reply: httpx.Response, *keys: str) -> str | None:
 
 async def _record(services: Services, outcome: SyncOutcome, *, autodiscovered: bool) -> None:
     now = datetime.fromtimestamp(services.clock.now_ms() / 1000, UTC)
-    async with services.db.connection() as conn, conn.transaction():
+    async with services.ingest_db.connection() as conn, conn.transaction():
         if outcome.error is None:
             # The SDK registered (under its app name): the URL's placeholder has served its turn.
             await store.delete_placeholders(conn, outcome.url)

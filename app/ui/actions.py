@@ -46,7 +46,7 @@ def parse_json_object(text: str, label: str) -> dict[str, Any]:
 async def _store(services: Services, event: dict[str, Any], now: int) -> str:
     internal_id = new_ulid()
     try:
-        async with services.db.connection() as conn, conn.transaction():
+        async with services.ingest_db.connection() as conn, conn.transaction():
             await insert_events(conn, [(internal_id, event)], received(now), now, source=SOURCE)
     except psycopg.DataError as exc:
         # e.g. "\u0000", which JSON allows and PostgreSQL cannot store.
@@ -70,7 +70,7 @@ async def invoke_function(services: Services, slug: str, data_text: str) -> str:
     """Store the ``inngest/function.invoked`` event for ``slug``; returns its internal id."""
     data = parse_json_object(data_text, "Payload")
     now = services.clock.now_ms()
-    async with services.db.connection() as conn:
+    async with services.ingest_db.connection() as conn:
         fn = await registry.function_by_slug_or_id(conn, slug)
     if fn is None:
         raise FormError(f"function not found: {slug}")

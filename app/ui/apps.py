@@ -26,7 +26,7 @@ def with_scheme(url: str) -> str:
 @get("/apps", name="ui-apps")
 async def apps_page(request: Request[Any, Any, Any]) -> Response[Any]:
     """Every synced app (and URLs that failed to sync), refreshing."""
-    async with services_of(request).db.connection() as conn:
+    async with services_of(request).read_db.connection() as conn:
         apps = await registry.list_apps(conn)
     return page(request, "apps.html", fragment="_apps_table.html", apps=apps)
 
@@ -47,7 +47,7 @@ async def add_app(request: Request[Any, Any, Any]) -> Response[Any]:
 async def resync_app(request: Request[Any, Any, Any], app_id: FromPath[str]) -> Response[Any]:
     """Sync an app again from its URL."""
     services = services_of(request)
-    async with services.db.connection() as conn:
+    async with services.read_db.connection() as conn:
         app = await registry.app_by_id(conn, app_id)
     if app is None:
         return redirect("/apps", error="That app no longer exists.")
@@ -60,7 +60,7 @@ async def resync_app(request: Request[Any, Any, Any], app_id: FromPath[str]) -> 
 @post("/apps/{app_id:str}/delete", status_code=303)
 async def remove_app(request: Request[Any, Any, Any], app_id: FromPath[str]) -> Response[Any]:
     """Remove an app and its functions."""
-    async with services_of(request).db.connection() as conn:
+    async with services_of(request).read_db.connection() as conn:
         app = await registry.app_by_id(conn, app_id)
         removed = await registry.delete_app(conn, app_id)
     if not removed or app is None:

@@ -47,7 +47,7 @@ async def load_events(services: Services, name: str, internal: bool, before: str
     filt = rq.EventsFilter(
         names=(name,) if name else (), include_internal=internal, before_id=before or None
     )
-    async with services.db.connection() as conn:
+    async with services.read_db.connection() as conn:
         records = await rq.list_events(conn, filt, limit=PAGE_SIZE + 1)
         shown = records[:PAGE_SIZE]
         runs = await rq.runs_for_events(conn, [r.internal_id for r in shown])
@@ -82,7 +82,7 @@ async def event_page(request: Request[Any, Any, Any], event_id: FromPath[str]) -
     services = services_of(request)
     record = None
     if is_ulid(event_id):
-        async with services.db.connection() as conn:
+        async with services.read_db.connection() as conn:
             record = await rq.event_by_internal_id(conn, event_id.upper())
     if record is None:
         return not_found(request, f"event {event_id}")
@@ -98,7 +98,7 @@ async def send_form(request: Request[Any, Any, Any]) -> Response[Any]:
     if replay:
         record = None
         if is_ulid(replay):
-            async with services_of(request).db.connection() as conn:
+            async with services_of(request).read_db.connection() as conn:
                 record = await rq.event_by_internal_id(conn, replay.upper())
         if record is None:
             return not_found(request, f"event {replay}")

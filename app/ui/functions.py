@@ -93,7 +93,7 @@ def _item(record: registry.FunctionRecord, stats: FunctionStats | None) -> Funct
 async def functions_page(request: Request[Any, Any, Any]) -> Response[Any]:
     """Active functions with triggers, flow control and their last 24 hours of runs."""
     since = datetime.fromtimestamp(now_ms(request) / 1000, UTC) - timedelta(days=1)
-    async with services_of(request).db.connection() as conn:
+    async with services_of(request).read_db.connection() as conn:
         records = await registry.list_functions(conn)
         stats = await function_counts(conn, since=since)
     items = [_item(r, stats.get(r.id)) for r in records]
@@ -101,7 +101,7 @@ async def functions_page(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 async def _function(request: Request[Any, Any, Any], slug: str) -> registry.FunctionRecord | None:
-    async with services_of(request).db.connection() as conn:
+    async with services_of(request).read_db.connection() as conn:
         records = await registry.list_functions(conn, include_archived=True)
     return next((r for r in records if slug in (r.slug, r.id)), None)
 
@@ -115,7 +115,7 @@ async def _render(
 ) -> Response[Any]:
     services, now = services_of(request), now_ms(request)
     since = datetime.fromtimestamp(now / 1000, UTC) - timedelta(days=1)
-    async with services.db.connection() as conn:
+    async with services.read_db.connection() as conn:
         all_time = await function_counts(conn, function_id=record.id)
         day = await function_counts(conn, function_id=record.id, since=since)
     runs = await runs_data.recent_runs(services, record.id, now)

@@ -50,7 +50,7 @@ async def cancel_run(request: Request[Any, Any, Any], run_id: FromPath[str]) -> 
     services = services_of(request)
     if not is_ulid(run_id):
         return not_found(request, f"run {run_id}")
-    async with services.db.connection() as conn:
+    async with services.read_db.connection() as conn:
         row = await load_run_row(conn, run_id.upper())
     if row is None:
         return not_found(request, f"run {run_id}")

@@ -108,7 +108,7 @@ def _now(now_ms: int) -> datetime:
 
 
 async def load_runs_page(services: Services, q: RunsQuery, now_ms: int) -> RunsPage:
-    async with services.db.connection() as conn:
+    async with services.read_db.connection() as conn:
         rows = await rq.list_runs(
             conn, q.to_filter(_now(now_ms)), rq.RunsOrder(), after=q.position,
             limit=PAGE_SIZE + 1,
@@ -132,14 +132,14 @@ async def recent_runs(services: Services, function_id: str, now_ms: int) -> list
         since=datetime(1970, 1, 1, tzinfo=UTC), until=_now(now_ms + 1000),
         function_ids=(function_id,),
     )  # fmt: skip
-    async with services.db.connection() as conn:
+    async with services.read_db.connection() as conn:
         rows = await rq.list_runs(conn, filt, rq.RunsOrder(), limit=RECENT)
         _, names = await function_names(conn)
     return [run_item(r, names, now_ms) for r in rows]
 
 
 async def runs_of_event(services: Services, internal_id: str, now_ms: int) -> list[RunItem]:
-    async with services.db.connection() as conn:
+    async with services.read_db.connection() as conn:
         rows = await rq.runs_for_events(conn, [internal_id])
         _, names = await function_names(conn)
     return [run_item(r, names, now_ms) for r in rows]
@@ -166,7 +166,7 @@ def rerun_steps(root: Row) -> list[tuple[str, str]]:
 async def load_run(services: Services, run_id: str, now_ms: int) -> RunPage | None:
     if not is_ulid(run_id):
         return None
-    async with services.db.connection() as conn:
+    async with services.read_db.connection() as conn:
         row = await load_run_row(conn, run_id.upper())
         if row is None:
             return None
