@@ -63,19 +63,23 @@ class Pools:
 
 
 class _IdleCheck:
-    """A pool ``check`` that pings only connections that sat idle (``reset`` stamps them)."""
+    """A pool ``check`` that pings only connections not handed out recently.
+
+    It remembers when it last let each connection out (a ``reset`` hook would know when it came
+    back, but psycopg_pool then returns connections through its background workers, which ties
+    the pool to the event loop that opened it).
+    """
 
     def __init__(self, idle_seconds: float) -> None:
         self.idle_seconds = idle_seconds
-        self._returned: weakref.WeakKeyDictionary[AsyncConn, float] = weakref.WeakKeyDictionary()
-
-    async def reset(self, conn: AsyncConn) -> None:
-        self._returned[conn] = time.monotonic()
+        self._out: weakref.WeakKeyDictionary[AsyncConn, float] = weakref.WeakKeyDictionary()
 
     async def check(self, conn: AsyncConn) -> None:
-        returned = self._returned.pop(conn, None)
-        if returned is None or time.monotonic() - returned > self.idle_seconds:
+        now = time.monotonic()
+        last = self._out.get(conn)
+        if last is None or now - last > self.idle_seconds:
             await AsyncConnectionPool.check_connection(conn)
+        self._out[conn] = now
 
 
 def _options(**settings: int) -> str:
@@ -105,7 +109,6 @@ async def _open(
         kwargs=kwargs,
         timeout=wait,
         check=AsyncConnectionPool.check_connection if always_check else idle.check,
-        reset=None if always_check else idle.reset,
     )
     await pool.open(wait=True, timeout=30)
     return pool
