@@ -52,7 +52,7 @@ class ItemSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimedItem:
-    """An item leased to one worker until ``leased_until`` (ms)."""
+    """An item leased to one worker (the lease's end is kept by the database)."""
 
     id: int
     kind: ItemKind
@@ -62,12 +62,15 @@ class ClaimedItem:
     attempt: int
     max_attempts: int
     lease_id: str
-    leased_until: int
     payload: Mapping[str, Any]
     #: The concurrency buckets the item occupies while leased.
     concurrency_keys: tuple[str, ...] = ()
     #: The run's history version when the item was claimed (None: unknown or no history).
     run_version: int | None = None
+    #: Deliveries of this item that ended without an outcome (expired leases, internal errors).
+    failures: int = 0
+    #: Why the last of them failed.
+    last_error: str | None = None
 
 
 def start_job_id(function_id: str, idempotency_key: str) -> str:

@@ -107,7 +107,7 @@ async def fire_debounce(services: Services, item: ClaimedItem) -> None:
             return
         function_id, event, event_id, fire_at = row
         if to_ms(fire_at) > services.clock.now_ms() + FIRE_SLACK_MS:
-            await requeue_item(conn, item, to_ms(fire_at), item.attempt)  # pushed meanwhile
+            await requeue_item(conn, item, to_ms(fire_at))  # pushed meanwhile
             return
         fn = await function_by_slug_or_id(conn, function_id)
         if fn is not None:

@@ -79,7 +79,7 @@ def handoff_lease(services: Services) -> Lease | None:
     if services.worker is None or services.stop.is_set():
         return None
     lease_ms = int(services.settings.lease_seconds * 1000)
-    return Lease(f"{_LEASE_PREFIX}{next(_lease_serial)}", services.clock.now_ms() + lease_ms)
+    return Lease(f"{_LEASE_PREFIX}{next(_lease_serial)}", lease_ms)
 
 
 # Hand-off lease ids only need to be unique: a random per-process prefix and a counter are

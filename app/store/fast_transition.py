@@ -205,7 +205,6 @@ def _claimed(
         attempt=0,
         max_attempts=spec.max_attempts,
         lease_id=lease.lease_id,
-        leased_until=lease.until_ms,
         payload=spec.payload,
         run_version=run_version,
     )

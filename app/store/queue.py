@@ -24,8 +24,9 @@ CHANNEL = "stepwell_queue"
 # The wake-up NOTIFY rides in the same statement: it fires (at commit) only when an inserted
 # item is already due, so a pipelined transition needs no read-back to decide it.
 # The items come as one JSON array (times in epoch ms), unpacked by Postgres.  An item with a
-# ``lease`` is inserted already leased to the enqueuing worker until ``until`` — a hand-off: it
+# ``lease`` is inserted already leased to the enqueuing worker for ``lease_ms`` — a hand-off: it
 # runs the item next without a claim, and the lease protects it exactly as a claim's would.
+# Lease ends are on the database's clock (``lease_ms`` from now), like the claim's.
 # An item with ``listen`` (an event's name and the trigger patterns it matches) is inserted
 # only if, in this statement's snapshot, a pause waits on that name or an active function has
 # such a trigger: an internal event nothing listens to is stored but needs no processing.
@@ -35,12 +36,14 @@ inserted AS (
            (kind, job_id, run_id, function_id, available_at, score, max_attempts, payload,
             ckey1, climit1, ckey2, climit2, lease_id, leased_until)
     SELECT x.kind, x.job_id, x.run_id, x.function_id,
-           to_timestamp(coalesce(x.until, x.at) / 1000.0), x.score, x.max_attempts, x.payload,
-           x.ckey1, x.climit1, x.ckey2, x.climit2, x.lease, to_timestamp(x.until / 1000.0)
+           coalesce(clock_timestamp() + x.lease_ms * interval '1 millisecond',
+                    to_timestamp(x.at / 1000.0)),
+           x.score, x.max_attempts, x.payload, x.ckey1, x.climit1, x.ckey2, x.climit2, x.lease,
+           clock_timestamp() + x.lease_ms * interval '1 millisecond'
       FROM jsonb_to_recordset(%s) AS x(kind text, job_id text, run_id text, function_id text,
                                        at bigint, score bigint, max_attempts int, payload jsonb,
                                        ckey1 text, climit1 int, ckey2 text, climit2 int,
-                                       lease text, until bigint, listen text[])
+                                       lease text, lease_ms bigint, listen text[])
      WHERE {gate}
        AND (x.listen IS NULL
             OR EXISTS (SELECT 1 FROM pauses p WHERE p.event_name = x.listen[1])
@@ -63,14 +66,15 @@ LEASE_LOST = "SW001"
 
 # One statement: ``stepwell_claim`` (migration 0003) locks candidates with SKIP LOCKED and
 # leases only those whose concurrency buckets have room.
-CLAIM_DUE_ITEMS = "SELECT * FROM stepwell_claim(%(limit)s, %(now)s, %(until)s, %(lease_id)s)"
+CLAIM_DUE_ITEMS = "SELECT * FROM stepwell_claim(%(limit)s, %(now)s, %(lease_ms)s, %(lease_id)s)"
 
 
 ACK_ITEM = "DELETE FROM queue_items WHERE id = %s AND lease_id = %s"
 
 REQUEUE_ITEM = """
 UPDATE queue_items
-   SET available_at = %s, attempt = %s, lease_id = NULL, leased_until = NULL
+   SET available_at = %s, failures = %s, last_error = coalesce(%s, last_error),
+       lease_id = NULL, leased_until = NULL
  WHERE id = %s AND lease_id = %s
 """
 
@@ -104,10 +108,11 @@ async def enqueue_items(
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A lease taken at insert time (see ``ENQUEUE_CTES``)."""
+    """A lease taken at insert time (see ``ENQUEUE_CTES``), ``lease_ms`` long from the
+    database's clock."""
 
     lease_id: str
-    until_ms: int
+    lease_ms: int
 
 
 def enqueue_params(
@@ -138,7 +143,7 @@ def enqueue_params(
                 "ckey2": k2,
                 "climit2": l2,
                 "lease": None if lease is None else lease.lease_id,
-                "until": None if lease is None else lease.until_ms,
+                "lease_ms": None if lease is None else lease.lease_ms,
                 "listen": listen.get(i.job_id) if listen else None,
             }
         )
@@ -175,12 +180,13 @@ async def settle_item(
 async def claim_due_items(
     conn: AsyncConn, limit: int, lease_ms: int, now_ms: int
 ) -> list[ClaimedItem]:
-    """Lease up to ``limit`` due items in one statement, lowest score first."""
+    """Lease up to ``limit`` items, lowest score first, in one statement: free items due by
+    ``now_ms`` and items whose lease expired by the database's clock (a takeover, counted as a
+    failed delivery).  Leases run ``lease_ms`` from the database's clock."""
     lease_id = new_ulid()
-    until = now_ms + lease_ms
     cur = await conn.execute(
         CLAIM_DUE_ITEMS,
-        {"now": to_dt(now_ms), "limit": limit, "lease_id": lease_id, "until": to_dt(until)},
+        {"now": to_dt(now_ms), "limit": limit, "lease_id": lease_id, "lease_ms": lease_ms},
         prepare=True,
     )
     rows = sorted(await cur.fetchall(), key=lambda r: (r[8], r[0]))  # RETURNING is unordered
@@ -195,29 +201,33 @@ async def claim_due_items(
             max_attempts=r[6],
             payload=r[7],
             lease_id=lease_id,
-            leased_until=until,
             concurrency_keys=tuple(k for k in (r[9], r[10]) if k),
             run_version=r[11],
+            failures=r[12],
+            last_error=r[13],
         )
         for r in rows
     ]
 
 
 EXTEND_LEASES = """
-UPDATE queue_items q SET leased_until = %s, available_at = %s
+UPDATE queue_items q
+   SET leased_until = clock_timestamp() + %s * interval '1 millisecond',
+       available_at = clock_timestamp() + %s * interval '1 millisecond'
   FROM unnest(%s::bigint[], %s::text[]) AS x(id, lease)
- WHERE q.id = x.id AND q.lease_id = x.lease
+ WHERE q.id = x.id AND q.lease_id = x.lease AND q.leased_until > clock_timestamp()
 RETURNING q.id
 """
 
 
 async def extend_leases(
-    conn: AsyncConn, items: Sequence[ClaimedItem], lease_ms: int, now_ms: int
+    conn: AsyncConn, items: Sequence[ClaimedItem], lease_ms: int
 ) -> set[int]:
-    """Extend the leases of ``items`` still held under their lease ids; the ids extended."""
-    until = to_dt(now_ms + lease_ms)
+    """Extend, to ``lease_ms`` from the database's clock, the leases of ``items`` still held
+    under their lease ids and not yet expired; the ids extended.  An expired lease is lost even
+    if nobody took the item over yet: its holder was too late, and a claimer may be about to."""
     cur = await conn.execute(
-        EXTEND_LEASES, (until, until, [i.id for i in items], [i.lease_id for i in items])
+        EXTEND_LEASES, (lease_ms, lease_ms, [i.id for i in items], [i.lease_id for i in items])
     )
     return {row[0] for row in await cur.fetchall()}
 
@@ -228,9 +238,12 @@ async def ack_item(conn: AsyncConn, item: ClaimedItem) -> bool:
 
 
 async def requeue_item(
-    conn: AsyncConn, item: ClaimedItem, available_at_ms: int, attempt: int
+    conn: AsyncConn, item: ClaimedItem, available_at_ms: int, *, error: str | None = None
 ) -> bool:
+    """Release ``item`` to run again at ``available_at_ms``; with ``error`` (an internal
+    failure) one more failed delivery is counted."""
+    failures = item.failures + (error is not None)
     cur = await conn.execute(
-        REQUEUE_ITEM, (to_dt(available_at_ms), attempt, item.id, item.lease_id)
+        REQUEUE_ITEM, (to_dt(available_at_ms), failures, error, item.id, item.lease_id)
     )
     return cur.rowcount == 1

@@ -94,11 +94,42 @@ queue_items = Table(
     Column("climit1", Integer),
     Column("ckey2", Text),
     Column("climit2", Integer),
+    # Deliveries that ended without an outcome: a lease taken over after it expired, or an
+    # internal error of the handler.  Not SDK attempts (``attempt``); past a limit the item
+    # moves to ``dead_letters`` (migration 0009).
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
     UniqueConstraint("job_id", name="uq_queue_items_job_id"),
     Index("ix_queue_items_available_at", "available_at"),
     Index("ix_queue_items_run_id", "run_id"),
     Index("ix_queue_items_ckey1", "ckey1", postgresql_where=text("ckey1 IS NOT NULL")),
     Index("ix_queue_items_ckey2", "ckey2", postgresql_where=text("ckey2 IS NOT NULL")),
+)
+
+#: Queue items that kept failing internally, kept whole with the reason until an operator
+#: retries them (back to ``queue_items``) or discards them.  ``id`` is the item's queue id.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", Text, nullable=False),
+    Column("job_id", Text, nullable=False),
+    Column("run_id", Text),
+    Column("function_id", Text),
+    Column("score", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("ckey1", Text),
+    Column("climit1", Integer),
+    Column("ckey2", Text),
+    Column("climit2", Integer),
+    Column("enqueued_at", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("died_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Index("ix_dead_letters_died_at", "died_at"),
+    Index("ix_dead_letters_run_id", "run_id"),
 )
 
 #: Runs parked on an event: waitForEvent, invoke, cancelOn.  ``match_key`` is an equality the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from app.store import queue as q
@@ -100,8 +102,9 @@ async def test_a_transition_whose_lease_was_lost_writes_nothing(
             [ItemSpec(kind=ItemKind.START, job_id="start", available_at=T0, run_id=run_id)],
             T0,
         )
-    [stale] = await q.claim_due_items(conn, 1, 1_000, T0)
-    [_fresh] = await q.claim_due_items(conn, 1, 1_000, T0 + 2_000)  # stale's lease expired
+    [stale] = await q.claim_due_items(conn, 1, 200, T0)
+    await asyncio.sleep(0.3)  # stale's lease expires (by the database's clock)
+    [_fresh] = await q.claim_due_items(conn, 1, 200, T0)
     history = await load_history(conn, run_id)
     nxt = ItemSpec(kind=ItemKind.EDGE, job_id="next", available_at=T0, run_id=run_id)
     with pytest.raises(LeaseLost):

@@ -39,37 +39,65 @@ async def test_claim_returns_only_due_items_lowest_score_first(conn: AsyncConn) 
     assert [c.job_id for c in await q.claim_due_items(conn, 10, 30_000, T0 + 60_000)] == ["late"]
 
 
+LEASE_MS = 300
+
+
+async def outlive_lease() -> None:
+    """Leases run on the database's clock: only real time expires them."""
+    await asyncio.sleep(LEASE_MS / 1000 + 0.1)
+
+
 async def test_an_item_whose_worker_died_is_claimed_again_after_its_lease_expires(
     conn: AsyncConn,
 ) -> None:
     await q.enqueue_items(conn, [item("job")], T0)
-    [first] = await q.claim_due_items(conn, 1, 1_000, T0)
-    assert await q.claim_due_items(conn, 1, 1_000, T0 + 999) == []
-    [second] = await q.claim_due_items(conn, 1, 1_000, T0 + 1_001)
+    [first] = await q.claim_due_items(conn, 1, LEASE_MS, T0)
+    assert first.failures == 0 and first.last_error is None
+    assert await q.claim_due_items(conn, 1, LEASE_MS, T0) == []
+    await outlive_lease()
+    [second] = await q.claim_due_items(conn, 1, LEASE_MS, T0)
     assert second.id == first.id and second.lease_id != first.lease_id
+    # The takeover counts as a failed delivery, not as an SDK attempt.
+    assert (second.attempt, second.failures) == (0, 1)
+    assert second.last_error is not None and "lease expired" in second.last_error
     # The dead worker's lease is gone: it can neither ack nor extend nor requeue.
     assert not await q.ack_item(conn, first)
-    assert await q.extend_leases(conn, [first], 1_000, T0 + 1_002) == set()
-    assert not await q.requeue_item(conn, first, T0, 1)
+    assert await q.extend_leases(conn, [first], LEASE_MS) == set()
+    assert not await q.requeue_item(conn, first, T0)
     assert await q.ack_item(conn, second)
-    assert await q.claim_due_items(conn, 1, 1_000, T0 + 10_000) == []
+    assert await q.claim_due_items(conn, 1, LEASE_MS, T0 + 10_000) == []
+
+
+async def test_a_lease_is_judged_by_the_database_clock_not_the_claimers(conn: AsyncConn) -> None:
+    """A claimer whose clock runs an hour ahead still cannot take over a live lease (and its
+    clock still decides which free items are due, as it decided their due times)."""
+    await q.enqueue_items(conn, [item("job"), item("later", at=T0 + 3_600_000)], T0)
+    [held] = await q.claim_due_items(conn, 1, 30_000, T0)
+    ahead = T0 + 3_600_000
+    assert [c.job_id for c in await q.claim_due_items(conn, 5, 30_000, ahead)] == ["later"]
+    assert await q.ack_item(conn, held)
 
 
 async def test_extending_a_lease_keeps_the_item_from_other_claimers(conn: AsyncConn) -> None:
     await q.enqueue_items(conn, [item("job")], T0)
-    [held] = await q.claim_due_items(conn, 1, 1_000, T0)
-    assert await q.extend_leases(conn, [held], 1_000, T0 + 900) == {held.id}
-    assert await q.claim_due_items(conn, 1, 1_000, T0 + 1_500) == []
-    assert len(await q.claim_due_items(conn, 1, 1_000, T0 + 1_901)) == 1
+    [held] = await q.claim_due_items(conn, 1, LEASE_MS, T0)
+    for _ in range(3):
+        await asyncio.sleep(LEASE_MS / 2000)
+        assert await q.extend_leases(conn, [held], LEASE_MS) == {held.id}
+    assert await q.claim_due_items(conn, 1, LEASE_MS, T0) == []
+    await outlive_lease()
+    # An expired lease cannot be extended any more, even before anyone took the item over.
+    assert await q.extend_leases(conn, [held], LEASE_MS) == set()
+    assert len(await q.claim_due_items(conn, 1, LEASE_MS, T0)) == 1
 
 
 async def test_requeue_releases_the_lease_and_delays_the_item(conn: AsyncConn) -> None:
     await q.enqueue_items(conn, [item("job")], T0)
     [held] = await q.claim_due_items(conn, 1, 30_000, T0)
-    assert await q.requeue_item(conn, held, T0 + 5_000, held.attempt + 1)
+    assert await q.requeue_item(conn, held, T0 + 5_000, error="RuntimeError: boom")
     assert await q.claim_due_items(conn, 1, 30_000, T0 + 4_999) == []
     [again] = await q.claim_due_items(conn, 1, 30_000, T0 + 5_000)
-    assert again.attempt == 1
+    assert (again.attempt, again.failures, again.last_error) == (0, 1, "RuntimeError: boom")
 
 
 async def test_two_concurrent_claimers_never_receive_the_same_item(db_url: str) -> None:
