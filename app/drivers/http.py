@@ -4,7 +4,10 @@
 headers (signed with the JCS-canonical body in self-hosted mode, which the Python SDK verifies
 over).  ``call`` sends it through the one shared ``aiohttp.ClientSession`` (see ``new_session``)
 and returns a ``CallResult``: the function returned, reported ops, or failed (retryable or
-not).  Transport errors, non-SDK replies and malformed bodies are failures, never exceptions.
+not).  Given the signing keys (self-hosted mode), a reply is believed only if its signature
+verifies, or if it comes from an SDK release that does not sign (see ``signing``); otherwise the
+attempt fails with ``InngestErrResponseSignature`` and nothing in the reply is used.  Transport
+errors, non-SDK replies and malformed bodies are failures, never exceptions.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -21,7 +24,7 @@ import aiohttp
 import msgspec
 from yarl import URL
 
-from app.drivers.signing import canonical_json, sign
+from app.drivers.signing import canonical_json, response_distrust, sign
 from domain import backoff
 from domain.opcodes import (
     CallFailed,
@@ -35,6 +38,7 @@ from domain.run import RunState
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # beyond this the SDK fetches state itself (use_api)
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+RESPONSE_SIGNATURE_ERROR = "InngestErrResponseSignature"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,7 +164,15 @@ def new_session(*, call_timeout: float, max_connections: int) -> aiohttp.ClientS
     )
 
 
-async def call(client: aiohttp.ClientSession, request: SdkRequest, now_ms: int) -> CallResult:
+async def call(
+    client: aiohttp.ClientSession,
+    request: SdkRequest,
+    now_ms: int,
+    *,
+    signing_keys: Sequence[str] = (),
+) -> CallResult:
+    """Send one call; ``signing_keys`` (self-hosted mode) must sign the reply, empty skips it."""
+    sent = time.monotonic()
     try:
         # encoded=True: send the URL exactly as built (no re-quoting of the query).
         async with client.post(
@@ -180,7 +192,10 @@ async def call(client: aiohttp.ClientSession, request: SdkRequest, now_ms: int) 
         )
     except (aiohttp.ClientError, ValueError) as exc:
         return CallFailed(error=_error("Error", f"request to SDK failed: {exc!r}"))
-    return classify(status, headers, content, now_ms)
+    # The SDK signs as it answers, which may be long after ``now_ms`` (a call runs up to the call
+    # timeout): judge the signature's age, and Retry-After, from when the reply arrived.
+    received_ms = now_ms + round((time.monotonic() - sent) * 1000)
+    return classify(status, headers, content, received_ms, signing_keys=signing_keys)
 
 
 async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
@@ -196,8 +211,27 @@ async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def classify(status: int, headers: Mapping[str, str], content: bytes, now_ms: int) -> CallResult:
-    """Map one SDK reply (already unwrapped from streaming) to a ``CallResult``."""
+def classify(
+    status: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    now_ms: int,
+    *,
+    signing_keys: Sequence[str] = (),
+) -> CallResult:
+    """Map one SDK reply to a ``CallResult``; with ``signing_keys``, only a reply that verifies."""
+    return _classify(status, headers, content, now_ms, signing_keys, streamed=False)
+
+
+def _classify(
+    status: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    now_ms: int,
+    signing_keys: Sequence[str],
+    *,
+    streamed: bool,
+) -> CallResult:
     version = _int(headers.get("x-inngest-req-version"))
     no_retry = headers.get("x-inngest-no-retry", "").lower() == "true"
     retry_after = _retry_after(headers, now_ms)
@@ -209,7 +243,21 @@ def classify(status: int, headers: Mapping[str, str], content: bytes, now_ms: in
             request_version=version,
         )
     if status == 201:
-        return _unwrap_stream(content, now_ms)
+        # Sent before its body exists, a 201's own headers cannot sign it: the wrapped reply can.
+        return _unwrap_stream(content, headers, now_ms, signing_keys)
+    if signing_keys:
+        distrust = response_distrust(
+            headers.get("x-inngest-signature"),
+            content,
+            headers.get("x-inngest-sdk"),
+            signing_keys,
+            now_ms // 1000,
+            streamed=streamed,
+        )
+        if distrust is not None:
+            # Retryable, so a key rotation in progress recovers; nothing of the reply is used,
+            # not even its version, No-Retry or Retry-After headers.
+            return CallFailed(error=_error(RESPONSE_SIGNATURE_ERROR, distrust), status=status)
     from_sdk = "x-inngest-sdk" in headers
     if 200 <= status < 300 and not from_sdk:
         return CallFailed(
@@ -251,7 +299,9 @@ def classify(status: int, headers: Mapping[str, str], content: bytes, now_ms: in
     )
 
 
-def _unwrap_stream(content: bytes, now_ms: int) -> CallResult:
+def _unwrap_stream(
+    content: bytes, outer: Mapping[str, str], now_ms: int, signing_keys: Sequence[str]
+) -> CallResult:
     body = _json(content.strip())
     wrapped = body.value if body.ok else None
     if not isinstance(wrapped, Mapping) or "status" not in wrapped:
@@ -259,8 +309,9 @@ def _unwrap_stream(content: bytes, now_ms: int) -> CallResult:
     inner = wrapped.get("body")
     raw = inner.encode() if isinstance(inner, str) else json.dumps(inner).encode()
     headers = {str(k).lower(): str(v) for k, v in (wrapped.get("headers") or {}).items()}
-    headers.setdefault("x-inngest-sdk", "streamed")
-    return classify(int(wrapped["status"]), headers, raw, now_ms)
+    # A wrapped reply that does not name its SDK is the streaming SDK's (the 201 names it).
+    headers.setdefault("x-inngest-sdk", outer.get("x-inngest-sdk") or "streamed")
+    return _classify(int(wrapped["status"]), headers, raw, now_ms, signing_keys, streamed=True)
 
 
 def standard_error(body: Any, status: int | None = None) -> dict[str, Any]:

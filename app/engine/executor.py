@@ -88,7 +88,12 @@ async def execute_call(services: Services, item: ClaimedItem) -> ClaimedItem | N
             server_kind=services.server_kind,
             signing_key=services.settings.signing_key,
         )
-        result = await driver.call(services.client, request, services.clock.now_ms())
+        result = await driver.call(
+            services.client,
+            request,
+            services.clock.now_ms(),
+            signing_keys=services.settings.signing_keys if services.settings.is_self_hosted else (),
+        )
     call = c.Call(
         step_id=step_id, attempt=item.attempt, max_attempts=state.max_attempts, started_at=started
     )

@@ -15,8 +15,11 @@ from app.drivers.signing import (
     canonical_json,
     hashed_signing_key,
     is_valid_signing_key,
+    response_distrust,
+    sdk_signs_responses,
     sign,
     strip_key_prefix,
+    verify_response_signature,
     verify_signature,
 )
 
@@ -128,6 +131,85 @@ def test_verify_signature_rejects_malformed_headers(header: str) -> None:
 def test_verify_signature_ignores_empty_keys() -> None:
     header = sign(b"[]", "", NOW_S)
     assert not verify_signature(header, b"[]", ["", "signkey-prod-"], now_s=NOW_S)
+
+
+def test_verify_signature_reads_millisecond_timestamps_for_the_age_check() -> None:
+    # inngest-js 3.22.4-3.54.0 and 4.0.0-4.2.4 sign replies with t = Date.now().
+    header = sign(b"[]", KEY, NOW_S * 1000 + 999)
+    assert verify_signature(header, b"[]", [KEY], now_s=NOW_S + 300)
+    assert not verify_signature(header, b"[]", [KEY], now_s=NOW_S + 302)
+    assert not verify_signature(sign(b"[]", KEY, (NOW_S - 301) * 1000), b"[]", [KEY], now_s=NOW_S)
+
+
+@pytest.mark.parametrize(
+    ("sdk", "signs"),
+    [
+        ("inngest-py:v0.4.8", False),
+        ("inngest-py:v0.4.9", True),
+        ("inngest-py:v0.5.19", True),
+        ("inngest-js:v3.22.3", False),
+        ("inngest-js:v3.22.4", True),
+        ("inngest-js:v4.24.0", True),
+        ("inngest-js:v4.0.0-beta.1", True),
+        ("inngest-js:vnext", True),  # a real release always says which: assume a current one
+        ("inngest-go:v0.11.0", False),
+        ("streamed", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_which_sdk_releases_sign_their_responses(sdk: str | None, signs: bool) -> None:
+    assert sdk_signs_responses(sdk) is signs
+
+
+@pytest.mark.parametrize(
+    ("sdk", "signs"),
+    [("inngest-py:v0.5.19", False), ("inngest-js:v3.22.3", False), ("inngest-js:v4.24.0", True)],
+)
+def test_only_the_js_sdk_signs_what_it_streams(sdk: str, signs: bool) -> None:
+    assert sdk_signs_responses(sdk, streamed=True) is signs
+
+
+def test_python_sdk_response_signatures_verify_over_the_raw_body() -> None:
+    body = b'{"b": 1, "a": [1.0, "\\u00e9"]}'
+    header = net.sign_response(body, KEY, NOW_S)
+    assert isinstance(header, str)
+    assert verify_response_signature(header, body, "inngest-py:v0.5.19", [KEY], NOW_S)
+    assert not verify_response_signature(header, body, "inngest-py:v0.5.19", [FALLBACK], NOW_S)
+
+
+def test_python_sdk_0_4_11_to_0_4_15_signed_the_canonical_form_of_the_body() -> None:
+    # Those releases signed responses as the installed SDK still signs requests.
+    body = b'{"b": 1, "a": [1.0, "\\u00e9"]}'
+    header = net.sign_request(body, KEY, NOW_S)
+    assert isinstance(header, str)
+    for sdk in ("inngest-py:v0.4.11", "inngest-py:v0.4.15"):
+        assert verify_response_signature(header, body, sdk, [KEY], NOW_S)
+    for sdk in ("inngest-py:v0.4.10", "inngest-py:v0.4.16", "inngest-js:v3.30.0"):
+        assert not verify_response_signature(header, body, sdk, [KEY], NOW_S)
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"n": 9007199254740993}', b"not json", b"[" * 100_000 + b"]" * 100_000]
+)
+def test_a_legacy_python_reply_jcs_cannot_express_is_refused_without_raising(body: bytes) -> None:
+    # Beyond JCS's integer range, not JSON, or deeper than the decoder recurses: the SDK could
+    # not have signed its canonical form, and a forged signature over it must not verify.
+    header = sign(b"{}", KEY, NOW_S)
+    assert not verify_response_signature(header, body, "inngest-py:v0.4.12", [KEY], NOW_S)
+
+
+def test_response_distrust_names_what_is_wrong() -> None:
+    body = b"[]"
+    good = sign(body, KEY, NOW_S)
+    assert response_distrust(good, body, "inngest-py:v0.5.19", [KEY], NOW_S) is None
+    assert response_distrust(None, body, "inngest-py:v0.4.8", [KEY], NOW_S) is None
+    bad = response_distrust(good, b"[1]", "inngest-py:v0.5.19", [KEY], NOW_S)
+    assert bad is not None and "does not verify with the signing key" in bad
+    unsigned = response_distrust(None, body, "inngest-js:v4.24.0", [KEY], NOW_S)
+    assert unsigned is not None and "not signed, but inngest-js:v4.24.0 signs" in unsigned
+    long_name = response_distrust(None, body, "inngest-js:v9.9.9" + "x" * 500, [KEY], NOW_S)
+    assert long_name is not None and len(long_name) < 300
 
 
 def test_hashed_signing_key_equals_the_python_sdk_hash() -> None:
