@@ -17,7 +17,6 @@ import aiohttp
 import httpx
 from litestar import Litestar
 from litestar.datastructures import MutableScopeHeaders, State
-from litestar.openapi import OpenAPIConfig
 from litestar.types import Message, Scope
 from psycopg_pool import AsyncConnectionPool
 
@@ -35,6 +34,7 @@ from app.http import events, rest_events, runs
 from app.http import register as register_http
 from app.http.errors import handle_exception
 from app.http.health import health
+from app.http.openapi import openapi_config
 from app.registry.cache import FunctionCache, TriggerIndex
 from app.registry.discovery import run_sync_loop
 from app.settings import Settings
@@ -208,8 +208,6 @@ def create_app(settings: Settings, database_url: str, clock: Clock | None = None
         lifespan=[lifespan],
         before_send=[add_server_kind],
         exception_handlers={Exception: handle_exception},
-        openapi_config=OpenAPIConfig(
-            title="Stepwell", version="0.1.0", path="/openapi", use_handler_docstrings=True
-        ),
+        openapi_config=openapi_config(),
         debug=False,
     )

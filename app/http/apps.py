@@ -31,7 +31,7 @@ def _iso(value: datetime | None) -> str:
 @get(
     "/v1/apps/{app_name:str}/functions",
     guards=[require_signing_key],
-    responses=error_responses(400, 401, 404),
+    responses=error_responses(400, 401, 404, 503),
     summary="List an app's functions",
     operation_id="ListAppFunctions",
     tags=["Apps"],

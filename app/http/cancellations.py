@@ -24,6 +24,9 @@ from app.http.runs import envelope, iso
 from app.store.cancellations import Cancellation
 from domain.ids import ACCOUNT_ID, ENV_ID
 
+#: A cancellation is a few ids, two times and an expression: 1 MiB is ample (larger is 413).
+MAX_BODY_BYTES = 1024 * 1024
+
 
 class CancellationRequest(msgspec.Struct, frozen=True, kw_only=True):
     """Body of ``POST /v1/cancellations``.
@@ -79,7 +82,8 @@ def cancellation_json(c: Cancellation) -> dict[str, Any]:
     "/v1/cancellations",
     status_code=200,
     guards=[require_signing_key],
-    responses=error_responses(400, 401, 404),
+    request_max_body_size=MAX_BODY_BYTES,
+    responses=error_responses(400, 401, 404, 413, 503),
     summary="Create a cancellation",
     operation_id="CreateCancellation",
     tags=["Cancellations"],
@@ -111,7 +115,7 @@ async def create_cancellation(
 @get(
     "/v1/cancellations",
     guards=[require_signing_key],
-    responses=error_responses(401),
+    responses=error_responses(401, 503),
     summary="List cancellations",
     operation_id="ListCancellations",
     tags=["Cancellations"],
@@ -126,7 +130,7 @@ async def list_cancellations(request: Request[Any, Any, Any]) -> dict[str, Any]:
     "/v1/cancellations/{cancellation_id:str}",
     status_code=200,
     guards=[require_signing_key],
-    responses=error_responses(400, 401, 404),
+    responses=error_responses(400, 401, 404, 503),
     summary="Delete a cancellation",
     operation_id="DeleteCancellation",
     tags=["Cancellations"],

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from litestar import Request, Response, get
 
-from app.http.errors import ApiError
+from app.http.errors import ApiError, error_responses
 from app.registry import store
 from app.registry.store import FunctionRecord
 from domain.function_config import EventTrigger
@@ -34,7 +34,7 @@ def server_version() -> str:
         return "stepwell-dev"
 
 
-@get("/dev")
+@get("/dev", responses=error_responses(404, 503))
 async def dev_info(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """Server version, start options and synced functions (dev mode only)."""
     services: Services = request.app.state.services

@@ -6,6 +6,14 @@ event, and store the accepted ones with their processing items in one transactio
 will be processed.  Replies follow Inngest's ``pkg/api/api.go``: ``{"ids": [...],
 "status": 200}`` (the TS SDK requires ``status`` in the body), failures as the error envelope
 plus ``ids``, and its bare ``{"status", "message", "error"}`` shape for key failures.
+
+Failures other than bad input reach ``app.http.errors.handle_exception``: a body over
+``MAX_BODY_BYTES`` is 413 (whether announced by Content-Length or streamed in chunks, nothing
+is read past the limit) and a database failure is 503 with ``Retry-After``.  When the
+connection was lost mid-request the events may or may not be stored; a retry carrying the same
+``x-inngest-event-id-seed`` derives the same internal ids (``domain.event_ids``), which
+``insert_events`` stores once (``ON CONFLICT (internal_id) DO NOTHING``), and both SDKs keep the
+header across their retries.
 """
 
 from __future__ import annotations
@@ -16,11 +24,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import psycopg
 from litestar import Request, Response, post
-from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import FromPath
 
 from app.drivers.signing import bearer_matches
-from app.http.errors import ApiError, envelope, error_responses
+from app.http.errors import ERROR_FIELDS, RETRY_NOTE, ApiError, envelope, error_responses
 from app.settings import Settings
 from app.store.events import insert_events, received
 from domain.errors import InvalidEvent
@@ -39,6 +46,18 @@ SEED_HEADER = "x-inngest-event-id-seed"
 INVALID_BODY = "Request body must contain an event object or an array of event objects"
 #: What msgspec raises for a body that is not JSON: also invalid UTF-8 and too-deep nesting.
 UNREADABLE_JSON = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+#: What a 503 says when the connection was lost and the events may or may not be stored.
+EVENTS_RETRY_NOTE = (
+    f"Retrying with the same {SEED_HEADER} header is safe: the events get the same ids and "
+    "are stored once (the SDKs keep the header across their retries); without it a retry may "
+    "store them twice"
+)
+INVOKE_RETRY_NOTE = (
+    f"Retrying with the same {SEED_HEADER} header is safe: the invocation gets the same id and "
+    "is stored once; without it a retry may invoke the function twice"
+)
+#: ``opt`` of the ``/e`` routes: every failure carries ``ids`` (Go's shape, which SDKs read).
+EVENTS_OPT = {ERROR_FIELDS: {"ids": []}, RETRY_NOTE: EVENTS_RETRY_NOTE}
 
 ACTIVE_FUNCTION_EXISTS = """
 SELECT 1 FROM functions
@@ -52,6 +71,7 @@ SELECT 1 FROM functions
     request_max_body_size=MAX_BODY_BYTES,
     status_code=200,
     responses=error_responses(400, 401, 413, 503),
+    opt=EVENTS_OPT,
 )
 async def ingest_events(request: Request[Any, Any, Any], key: FromPath[str]) -> Response[Any]:
     """Accept one event or an array of them; reply with their internal ids."""
@@ -63,6 +83,7 @@ async def ingest_events(request: Request[Any, Any, Any], key: FromPath[str]) -> 
     request_max_body_size=MAX_BODY_BYTES,
     status_code=200,
     responses=error_responses(400, 401, 413, 503),
+    opt=EVENTS_OPT,
 )
 async def ingest_events_without_key(request: Request[Any, Any, Any]) -> Response[Any]:
     """``/e/`` with an empty key: Go's router matches it and answers "key required"."""
@@ -74,10 +95,7 @@ async def _ingest(request: Request[Any, Any, Any], key: str) -> Response[Any]:
     rejection = _event_key_rejection(services.settings, key)
     if rejection is not None:
         return rejection
-    try:
-        body = await request.body()
-    except RequestEntityTooLarge:
-        return _rejected(f"request body is over the max size of {MAX_BODY_BYTES} bytes")
+    body = await request.body()  # over MAX_BODY_BYTES: RequestEntityTooLarge, answered 413
     now_ms = services.clock.now_ms()
     # Deliberate deviation from Go, which stores the events before the bad one and answers
     # 400 with their ids: bad input changes nothing here, so every event is judged before
@@ -91,6 +109,7 @@ async def _ingest(request: Request[Any, Any, Any], key: str) -> Response[Any]:
         await _store(services, list(zip(ids, events, strict=True)), now_ms)
     except psycopg.DataError as exc:
         return _rejected(_unstorable(exc))
+    # Any other database failure propagates: 503 (see EVENTS_RETRY_NOTE).
     return Response({"ids": ids, "status": 200}, status_code=200)
 
 
@@ -98,7 +117,8 @@ async def _ingest(request: Request[Any, Any, Any], key: str) -> Response[Any]:
     "/invoke/{slug:str}",
     request_max_body_size=MAX_BODY_BYTES,
     status_code=200,
-    responses=error_responses(400, 401, 404, 413),
+    responses=error_responses(400, 401, 404, 413, 503),
+    opt={RETRY_NOTE: INVOKE_RETRY_NOTE},
 )
 async def invoke_function(request: Request[Any, Any, Any], slug: FromPath[str]) -> Response[Any]:
     """Store an ``inngest/function.invoked`` event for ``slug`` (a function slug or id)."""

@@ -7,10 +7,10 @@ from typing import Any
 from litestar import Response, get
 from litestar.datastructures import State
 
-from app.http.errors import envelope
+from app.http.errors import envelope, error_responses
 
 
-@get("/health")
+@get("/health", responses=error_responses(503))
 async def health(state: State) -> Response[Any]:
     """Liveness and database reachability: ``{"status": 200, "message": "OK"}``."""
     try:

@@ -1,11 +1,12 @@
-"""REST v1 event reads: ``GET /v1/events`` (newest first, cursor-paginated) and
-``GET /v1/events/{event_id}``.
+"""REST v1 event reads: ``GET /v1/events`` (newest first, cursor-paginated),
+``GET /v1/events/{event_id}`` and ``GET /v1/events/{event_id}/runs``.
 
 As upstream: ``limit`` defaults to 20 and is clamped to 1-100, ``cursor`` is the internal id
 of the last event of the previous page (events strictly older by internal id follow), and the
 window defaults to the last hour (``received_after``) up to now (``received_before``).
 Internal ``inngest/*`` events are left out of the list unless ``name`` asks for one by name
-(upstream never lists them; asking by name is taken to mean wanting them).
+(upstream never lists them; asking by name is taken to mean wanting them).  An event id that
+is not a ULID is 400 on both routes that take one.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from ulid import ULID
 from app.http.auth import require_signing_key
 from app.http.context import services_of
 from app.http.errors import ApiError, error_responses
-from app.http.runs import envelope, iso
+from app.http.runs import envelope, iso, run_json
 from app.store.queue import to_dt
+from app.store.runs_view import load_run_row
 from domain.ids import ACCOUNT_ID, ENV_ID
 
 DEFAULT_LIMIT = 20
@@ -43,6 +45,12 @@ SELECT {_COLUMNS}
 """
 
 GET_EVENT = f"SELECT {_COLUMNS} FROM events WHERE internal_id = %s"
+
+RUNS_FOR_EVENT = """
+SELECT run_id FROM runs WHERE event_ids @> ARRAY[%s]::text[] ORDER BY run_id
+"""
+
+EventIdParam = Annotated[str, Parameter(description="The event's internal id (ULID)")]
 
 
 def event_json(row: Sequence[Any]) -> dict[str, Any]:
@@ -70,6 +78,10 @@ def _ulid(value: str, message: str) -> str:
         raise ApiError(400, message) from exc
 
 
+def _event_id(value: str) -> str:
+    return _ulid(value, f"Invalid event ID: {value}")
+
+
 def _time(value: str | None, name: str, default: datetime) -> datetime:
     if not value:
         return default
@@ -83,7 +95,7 @@ def _time(value: str | None, name: str, default: datetime) -> datetime:
 @get(
     "/v1/events",
     guards=[require_signing_key],
-    responses=error_responses(400, 401),
+    responses=error_responses(400, 401, 503),
     summary="List events",
     operation_id="ListEvents",
     tags=["Events"],
@@ -128,17 +140,14 @@ async def list_events(
 @get(
     "/v1/events/{event_id:str}",
     guards=[require_signing_key],
-    responses=error_responses(400, 401, 404),
+    responses=error_responses(400, 401, 404, 503),
     summary="Get an event",
     operation_id="GetEvent",
     tags=["Events"],
 )
-async def get_event(
-    request: Request[Any, Any, Any],
-    event_id: Annotated[str, Parameter(description="The event's internal id (ULID)")],
-) -> dict[str, Any]:
+async def get_event(request: Request[Any, Any, Any], event_id: EventIdParam) -> dict[str, Any]:
     """One event, by the internal id that ``POST /e/{key}`` returned for it."""
-    internal_id = _ulid(event_id, f"Invalid event ID: {event_id}")
+    internal_id = _event_id(event_id)
     async with services_of(request).read_db.connection() as conn:
         cur = await conn.execute(GET_EVENT, (internal_id,))
         row = await cur.fetchone()
@@ -147,4 +156,21 @@ async def get_event(
     return envelope(event_json(row))
 
 
-ROUTES = [list_events, get_event]
+@get(
+    "/v1/events/{event_id:str}/runs",
+    guards=[require_signing_key],
+    responses=error_responses(400, 401, 503),
+    summary="List an event's function runs",
+    operation_id="GetEventRuns",
+    tags=["Events"],
+)
+async def runs_for_event(request: Request[Any, Any, Any], event_id: EventIdParam) -> dict[str, Any]:
+    """The runs an event (by internal id) started; none for an event id nothing knows."""
+    internal_id = _event_id(event_id)
+    async with services_of(request).read_db.connection() as conn:
+        cur = await conn.execute(RUNS_FOR_EVENT, (internal_id,))
+        rows = [await load_run_row(conn, r[0]) for r in await cur.fetchall()]
+    return envelope([run_json(r) for r in rows if r is not None])
+
+
+ROUTES = [list_events, get_event, runs_for_event]

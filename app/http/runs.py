@@ -1,8 +1,8 @@
 """Run endpoints: REST v1 run reads and cancellation, and the SDK's ``use_api`` state fetch.
 
 * ``GET /v1/runs/{id}``, ``DELETE /v1/runs/{id}`` (also ``DELETE /v0/runs/{id}``),
-  ``GET /v1/runs/{id}/jobs``, ``GET /v1/events/{id}/runs`` — REST v1 envelopes
-  ``{"data": …, "metadata": …}`` (``envelope``).
+  ``GET /v1/runs/{id}/jobs`` — REST v1 envelopes ``{"data": …, "metadata": …}``
+  (``envelope``; ``GET /v1/events/{id}/runs`` is in ``app.http.rest_events``).
 * ``GET /v0/runs/{id}/batch`` and ``/actions`` — what an SDK fetches when a request was too
   large to carry the events and step results (protocol §2.1).
 """
@@ -25,10 +25,6 @@ from domain import commands as c
 from domain.ids import ENV_ID, is_ulid
 from domain.run import fold
 from projections.runs import RunRow
-
-RUNS_FOR_EVENT = """
-SELECT run_id FROM runs WHERE event_ids @> ARRAY[%s]::text[] ORDER BY run_id
-"""
 
 # A job's position is its rank in its function's queue, in claim order (score, then id) —
 # what upstream reports as the item's rank in the function's queue set.  A leased item's
@@ -83,7 +79,7 @@ def _check_id(run_id: str) -> None:
 @get(
     "/v1/runs/{run_id:str}",
     guards=[require_signing_key],
-    responses=error_responses(400, 401, 404),
+    responses=error_responses(400, 401, 404, 503),
     summary="Get a function run",
     operation_id="GetFunctionRun",
     tags=["Function runs"],
@@ -98,30 +94,11 @@ async def get_run(request: Request[Any, Any, Any], run_id: RunIdParam) -> dict[s
     return envelope(run_json(row))
 
 
-@get(
-    "/v1/events/{event_id:str}/runs",
-    guards=[require_signing_key],
-    responses=error_responses(400, 401),
-    summary="List an event's function runs",
-    operation_id="GetEventRuns",
-    tags=["Events"],
-)
-async def runs_for_event(
-    request: Request[Any, Any, Any],
-    event_id: Annotated[str, Parameter(description="The event's internal id (ULID)")],
-) -> dict[str, Any]:
-    """The runs an event (by internal id) started."""
-    async with services_of(request).read_db.connection() as conn:
-        cur = await conn.execute(RUNS_FOR_EVENT, (event_id,))
-        rows = [await load_run_row(conn, r[0]) for r in await cur.fetchall()]
-    return envelope([run_json(r) for r in rows if r is not None])
-
-
 @delete(
     ["/v1/runs/{run_id:str}", "/v0/runs/{run_id:str}"],
     status_code=200,
     guards=[require_signing_key],
-    responses=error_responses(400, 401, 404),
+    responses=error_responses(400, 401, 404, 503),
     summary="Cancel a function run",
     tags=["Function runs"],
 )
@@ -139,7 +116,7 @@ async def cancel_run(request: Request[Any, Any, Any], run_id: RunIdParam) -> Res
 @get(
     "/v1/runs/{run_id:str}/jobs",
     guards=[require_signing_key],
-    responses=error_responses(400, 401, 404),
+    responses=error_responses(400, 401, 404, 503),
     summary="Fetch function run jobs",
     operation_id="GetRunJobs",
     tags=["Function runs"],
@@ -175,7 +152,7 @@ async def _state(request: Request[Any, Any, Any], run_id: str) -> Any:
     "/v0/runs/{run_id:str}/batch",
     guards=[require_signing_key],
     tags=["SDK"],
-    responses=error_responses(400, 401, 404, 410),
+    responses=error_responses(400, 401, 404, 410, 503),
 )
 async def run_batch(request: Request[Any, Any, Any], run_id: RunIdParam) -> list[Any]:
     """The run's trigger events (for an SDK whose request carried ``use_api``)."""
@@ -187,7 +164,7 @@ async def run_batch(request: Request[Any, Any, Any], run_id: RunIdParam) -> list
     "/v0/runs/{run_id:str}/actions",
     guards=[require_signing_key],
     tags=["SDK"],
-    responses=error_responses(400, 401, 404, 410),
+    responses=error_responses(400, 401, 404, 410, 503),
 )
 async def run_actions(request: Request[Any, Any, Any], run_id: RunIdParam) -> dict[str, Any]:
     """The run's memoized step results, shaped like the request's ``steps``."""
@@ -195,4 +172,4 @@ async def run_actions(request: Request[Any, Any, Any], run_id: RunIdParam) -> di
     return {sid: state.steps[sid] for sid in state.stack}
 
 
-ROUTES = [get_run, runs_for_event, cancel_run, run_jobs, run_batch, run_actions]
+ROUTES = [get_run, cancel_run, run_jobs, run_batch, run_actions]

@@ -149,3 +149,15 @@ def test_the_sdk_refuses_a_call_whose_signature_is_wrong(signed: tuple[Stack, st
         headers={"X-Inngest-Signature": forged, "Content-Type": "application/json"},
     )
     assert response.status_code == 401
+
+
+def test_the_openapi_document_needs_the_signing_key(signed: tuple[Stack, str]) -> None:
+    url = signed[0].server.url
+    for path in ("/openapi/openapi.json", "/openapi/swagger"):
+        denied = httpx.get(f"{url}{path}")
+        assert denied.status_code == 401, (path, denied.text)
+        assert denied.json() == {"error": "unauthorized", "status": 401, "data": None}
+    bearer = {"Authorization": f"Bearer {hashed_signing_key(SIGNING_KEY)}"}
+    allowed = httpx.get(f"{url}/openapi/openapi.json", headers=bearer)
+    assert allowed.status_code == 200
+    assert "/v1/runs/{run_id}" in allowed.json()["paths"]

@@ -155,6 +155,7 @@ async def test_limit_is_clamped_and_the_window_defaults_to_the_last_hour(client:
         ("/v1/events", {"received_before": "2024-13-01"}, 400, "Invalid received_before"),
         ("/v1/events/01JD0000000000000000000000", {}, 404, "Event not found"),
         ("/v1/events/not-an-id", {}, 400, "Invalid event ID: not-an-id"),
+        ("/v1/events/abc/runs", {}, 400, "Invalid event ID: abc"),
         ("/v1/runs/01JD0000000000000000000000/jobs", {}, 404, "Unable to load function run"),
         ("/v1/runs/not-a-run/jobs", {}, 400, "invalid run id"),
     ],
@@ -218,6 +219,10 @@ async def test_the_openapi_document_describes_every_rest_route(client: Client) -
             assert operation.get("description"), (path, method, "no docstring in the schema")
             for parameter in operation.get("parameters", []):
                 assert parameter["schema"], (path, method, parameter["name"])
+            # Every REST route reads or writes the database, which may be briefly unavailable.
+            unavailable = operation["responses"].get("503")
+            assert unavailable and "Retry-After" in unavailable["description"], (path, method)
+    assert "413" in paths["/v1/cancellations"]["post"]["responses"]
     listing = {p["name"]: p for p in paths["/v1/events"]["get"]["parameters"]}
     assert {"name", "limit", "cursor", "received_after", "received_before"} <= set(listing)
     body = paths["/v1/cancellations"]["post"]["requestBody"]["content"]["application/json"]
@@ -237,3 +242,16 @@ async def test_self_hosted_rest_needs_the_signing_key(db_url: str) -> None:
         assert allowed.status_code == 200
         post = await c.post("/v1/cancellations", json={})
         assert post.status_code == 401
+
+
+async def test_self_hosted_openapi_needs_the_signing_key(db_url: str) -> None:
+    key = "signkey-test-abcd1234"
+    app = _app(db_url, mode="start", signing_key=key, event_keys=("k",))
+    async with AsyncTestClient(app) as c:
+        for path in ("/openapi/openapi.json", "/openapi", "/openapi/swagger", "/openapi/nothing"):
+            denied = await c.get(path)
+            assert denied.status_code == 401, path
+            assert denied.json() == {"error": "unauthorized", "status": 401, "data": None}
+        allowed = await c.get("/openapi/openapi.json", headers={"Authorization": f"Bearer {key}"})
+        assert allowed.status_code == 200
+        assert "/v1/events" in allowed.json()["paths"]
