@@ -94,6 +94,13 @@ class Settings:
         return self.mode == "start"
 
     @property
+    def response_keys(self) -> tuple[str, ...]:
+        """Keys SDK replies must be signed with: self-hosted servers, and workers given a
+        signing key (they serve a self-hosted deployment); none in dev mode, where SDKs do
+        not sign."""
+        return self.signing_keys if self.mode != "dev" else ()
+
+    @property
     def signing_keys(self) -> tuple[str, ...]:
         return tuple(k for k in (self.signing_key, self.signing_key_fallback) if k)
 

@@ -92,7 +92,7 @@ async def execute_call(services: Services, item: ClaimedItem) -> ClaimedItem | N
             services.client,
             request,
             services.clock.now_ms(),
-            signing_keys=services.settings.signing_keys if services.settings.is_self_hosted else (),
+            signing_keys=services.settings.response_keys,
         )
     call = c.Call(
         step_id=step_id, attempt=item.attempt, max_attempts=state.max_attempts, started_at=started

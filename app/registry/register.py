@@ -112,6 +112,8 @@ async def register_app(
         # A value PostgreSQL cannot store (a NUL byte in a name, URL or config): bad input,
         # refused like any other invalid body; the transaction rolled back, nothing changed.
         return _failure(400, f"Invalid request: {(str(exc) or 'invalid value').splitlines()[0]}")
+    except psycopg.OperationalError:
+        raise  # the database is unreachable or busy: a retryable 503 (app/http/errors.py)
     except Exception as exc:
         log.exception("saving the sync of app %r failed", app.name)
         await _record_failure(services, app.name, f"Error saving app: {exc}")

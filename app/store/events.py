@@ -9,7 +9,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from app.store.db import AsyncConn
-from app.store.queue import enqueue_items, to_dt
+from app.store.queue import ENQUEUE_TEMPLATE, enqueue_params, to_dt
 from domain.function_config import trigger_patterns
 from domain.lifecycle import FINISHED
 from domain.queue import ItemKind, ItemSpec, event_job_id
@@ -20,6 +20,18 @@ SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[
                      %s::bigint[], %s::text[], %s::timestamptz[], %s::text[])
 ON CONFLICT (internal_id) DO NOTHING
 """
+
+# Storing events and creating their processing items in one statement, the items only for
+# events this statement inserted: a client retrying a send whose answer it lost (same seeded
+# ids) stores nothing twice and, above all, gets no event processed twice — the first send's
+# item may be long gone, so the queue's unique job id alone could not refuse the second.
+INSERT_AND_ENQUEUE = (
+    f"WITH stored AS ({INSERT_EVENTS.strip()}\nRETURNING internal_id),"
+    + ENQUEUE_TEMPLATE.format(
+        gate=f"x.job_id IN (SELECT '{event_job_id('')}' || internal_id FROM stored)"
+    )
+    + "\nSELECT (SELECT count(*) FROM stored), (SELECT count(*) FROM woke)"
+)
 
 # With the registry version (migration 0008), read in the same statement, so the caller can
 # tell whether its in-memory trigger index is current.
@@ -60,11 +72,14 @@ async def insert_events(
     """
     if not events:
         return
-    await conn.execute(INSERT_EVENTS, event_params(events, received_at, now_ms, source))
-    if not process:
-        return  # recorded for the record only (e.g. a cron tick's timer event)
+    params = event_params(events, received_at, now_ms, source)
+    if not process:  # recorded for the record only (e.g. a cron tick's timer event)
+        await conn.execute(INSERT_EVENTS, params)
+        return
     items, listen = event_items(events, now_ms, source)
-    await enqueue_items(conn, items, now_ms, fetch=False, listen=listen)
+    await conn.execute(
+        INSERT_AND_ENQUEUE, (*params, *enqueue_params(items, listen=listen), to_dt(now_ms))
+    )
 
 
 def event_params(

@@ -146,6 +146,22 @@ async def test_seeded_retries_get_the_same_ids_without_duplicating_work(
     assert count_rows(db_url, "queue_items") == 3
 
 
+async def test_a_seeded_retry_after_processing_does_not_process_the_events_again(
+    client: Client, db_url: str
+) -> None:
+    """The first send was stored and processed (its items are gone) but its answer was lost;
+    the client's retry with the same seed must not create processing items again."""
+    events = [{"name": "a", "data": {"n": i}} for i in range(2)]
+    headers = {"x-inngest-event-id-seed": SEED}
+    first = await client.post("/e/key", json=events, headers=headers)
+    with psycopg.connect(db_url) as conn:
+        conn.execute("DELETE FROM queue_items")  # what processing the events does
+    retry = await client.post("/e/key", json=events, headers=headers)
+    assert retry.status_code == 200 and retry.json() == first.json()
+    assert count_rows(db_url, "events") == 2
+    assert count_rows(db_url, "queue_items") == 0
+
+
 async def test_a_malformed_seed_falls_back_to_random_ids(client: Client, db_url: str) -> None:
     headers = {"x-inngest-event-id-seed": "not-a-seed"}
     first = await client.post("/e/key", json={"name": "a"}, headers=headers)
