@@ -29,6 +29,7 @@ from app.engine.worker import Worker
 from app.graphql import ROUTES as graphql_routes
 from app.http import apps as apps_http
 from app.http import cancellations as cancellations_http
+from app.http import dead_letters as dead_letters_http
 from app.http import dev as dev_http
 from app.http import events, rest_events, runs
 from app.http import register as register_http
@@ -201,6 +202,7 @@ def create_app(settings: Settings, database_url: str, clock: Clock | None = None
             *apps_http.ROUTES,
             *rest_events.ROUTES,
             *cancellations_http.ROUTES,
+            *dead_letters_http.ROUTES,
             *graphql_routes,
             *ui_routes(),
         ],

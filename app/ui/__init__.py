@@ -10,18 +10,29 @@ the same services the APIs use (event store, ``run_command``, ``rerun``, ``sync_
 Modules: ``render`` (Jinja environment, filters, responses), ``session`` (self-hosted sign-in
 and the guard), ``filters`` (the runs list's query string), ``runs_data`` and ``timeline``
 (what run pages show), ``actions`` (forms that write), and one handler module per area:
-``runs``, ``events``, ``apps``, ``functions``.  ``routes()`` builds the routers the app
-mounts: the pages behind ``session.guard``, and ``/ui/static``.
+``runs``, ``events``, ``apps``, ``functions``, ``dead_letters``.  ``routes()`` builds the
+routers the app mounts: the pages behind ``session.guard`` (which, once it lets a page through,
+also reads the dead-letter count the navigation shows), and ``/ui/static``.
 """
 
 from __future__ import annotations
 
-from litestar import Router
+from typing import Any
+
+from litestar import Request, Response, Router
 from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 
-from app.ui import apps, events, functions, runs, session
+from app.ui import apps, dead_letters, events, functions, runs, session
 from app.ui.render import STATIC_DIR, STATIC_PATH
+
+
+async def before_page(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """``session.guard``, then the navigation's dead-letter count for who may see it."""
+    refused = await session.guard(request)
+    if refused is None and session.signed_in(request):
+        await dead_letters.note_nav_count(request)
+    return refused
 
 
 def routes() -> list[Router]:
@@ -29,9 +40,10 @@ def routes() -> list[Router]:
     pages = Router(
         path="/",
         route_handlers=[
-            *runs.ROUTES, *events.ROUTES, *apps.ROUTES, *functions.ROUTES, *session.ROUTES,
+            *runs.ROUTES, *events.ROUTES, *apps.ROUTES, *functions.ROUTES, *dead_letters.ROUTES,
+            *session.ROUTES,
         ],
-        before_request=session.guard,
+        before_request=before_page,
         include_in_schema=False,
     )  # fmt: skip
     static = create_static_files_router(

@@ -32,7 +32,15 @@ TEMPLATES_DIR = UI_DIR / "templates"
 STATIC_DIR = UI_DIR / "static"
 STATIC_PATH = "/ui/static"
 FRAGMENT_PARAM = "fragment"
-NAV = (("Runs", "/runs"), ("Events", "/events"), ("Apps", "/apps"), ("Functions", "/functions"))
+NAV = (
+    ("Runs", "/runs"), ("Events", "/events"), ("Apps", "/apps"), ("Functions", "/functions"),
+    ("Dead letters", "/dead-letters"),
+)  # fmt: skip
+#: ``request.state`` key: how many dead letters there are, left by the UI router's
+#: ``before_request`` for the navigation of full pages (``app.ui.dead_letters``).
+DEAD_LETTER_COUNT = "dead_letter_count"
+#: Past this many the navigation says "999+": counting further would slow every page.
+NAV_COUNT_CAP = 999
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:
@@ -149,6 +157,16 @@ def environment() -> jinja2.Environment:
 # --- responses ---
 
 
+def nav_for(request: Request[Any, Any, Any]) -> list[tuple[str | Markup, str]]:
+    """The top navigation, with the dead-letter count when there are any (it stops a run)."""
+    count = request.state.get(DEAD_LETTER_COUNT) or 0
+    if not count:
+        return list(NAV)
+    shown = f"{NAV_COUNT_CAP}+" if count > NAV_COUNT_CAP else str(count)
+    label = Markup('Dead letters <span class="nav-count">({})</span>').format(shown)
+    return [(label, href) if href == "/dead-letters" else (name, href) for name, href in NAV]
+
+
 def render(template: str, context: Mapping[str, Any]) -> str:
     return environment().get_template(template).render(context)
 
@@ -167,6 +185,7 @@ def page(
         "request": request,
         "path": request.url.path,
         "self_hosted": settings.is_self_hosted,
+        "nav": nav_for(request),
         # Banners come back through the URL after a redirect; they are escaped text, capped.
         "notice": (request.query_params.get("notice") or "")[:500] or None,
         "error": (request.query_params.get("error") or "")[:2000] or None,

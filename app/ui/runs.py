@@ -37,7 +37,8 @@ async def runs_list(request: Request[Any, Any, Any]) -> Response[Any]:
 
 @get("/runs/{run_id:str}", name="ui-run")
 async def run_page(request: Request[Any, Any, Any], run_id: FromPath[str]) -> Response[Any]:
-    """A run: trigger, output or error, and the timeline of its steps."""
+    """A run: trigger, output or error, the timeline of its steps, and a banner for each of
+    its items that is a dead letter (the run is stuck on it)."""
     run = await runs_data.load_run(services_of(request), run_id, now_ms(request))
     if run is None:
         return not_found(request, f"run {run_id}")

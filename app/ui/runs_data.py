@@ -2,8 +2,9 @@
 
 The list is one keyset page of the ``runs`` view (``read_queries.list_runs``: an index range
 scan, never a count or an offset), plus the small registry for function names.  The run page
-is the run's view row, its trigger events, and the trace folded from its history, laid out by
-``app.ui.timeline``.
+is the run's view row, its trigger events, the trace folded from its history, laid out by
+``app.ui.timeline``, and the run's dead letters (an item of it that kept failing internally and
+was set aside: the run is stuck until an operator retries or discards it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from app.registry import store as registry
+from app.store import dead_letters as dead_store
 from app.store import read_queries as rq
 from app.store.db import AsyncConn
 from app.store.history import load_history
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 50
 RECENT = 20
+#: A run has one or two queue items at a time, so more dead letters than this are not expected.
+RUN_DEAD_LETTERS = 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +73,8 @@ class RunPage:
     output: Output | None
     #: ``(step id, name)`` of the steps a rerun may start from, in the order the run met them.
     steps: list[tuple[str, str]]
+    #: The run's items set aside after failing internally, newest first.
+    dead_letters: list[dead_store.DeadLetter]
 
 
 def _ms(value: datetime) -> int:
@@ -173,6 +179,7 @@ async def load_run(services: Services, run_id: str, now_ms: int) -> RunPage | No
         history = await load_history(conn, row.run_id)
         stored = await rq.events_by_ids(conn, row.event_ids)
         records, names = await function_names(conn)
+        dead = await dead_store.list_dead(conn, limit=RUN_DEAD_LETTERS, run_id=row.run_id)
     function = next((r for r in records if r.id == row.function_id), None)
     trace = fold_trace(history, name=function.name if function else None)
     root = timeline.build(trace, now_ms)
@@ -183,4 +190,5 @@ async def load_run(services: Services, run_id: str, now_ms: int) -> RunPage | No
         timeline=root,
         output=timeline.output_of(trace.outputs.get(RUN_OUTPUT)),
         steps=rerun_steps(root),
+        dead_letters=dead,
     )
