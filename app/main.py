@@ -167,6 +167,7 @@ def pool_sizes(s: Settings) -> PoolSizes:
         reads=s.read_connections,
         wait_seconds=s.pool_wait_seconds,
         read_statement_timeout_ms=int(s.read_timeout_seconds * 1000),
+        serves_http=s.mode != "worker",
     )
 
 

@@ -45,6 +45,8 @@ class PoolSizes:
     wait_seconds: float = 5.0
     #: Statement timeout of read connections, in milliseconds.
     read_statement_timeout_ms: int = 15_000
+    #: Whether this process serves HTTP; a ``stepwell worker`` keeps no idle client connections.
+    serves_http: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +132,7 @@ async def open_pools(url: str, sizes: PoolSizes) -> Pools:
         ingest = await _open(
             url,
             name="ingest",
-            min_size=1,
+            min_size=int(sizes.serves_http),
             max_size=sizes.ingest,
             wait=sizes.wait_seconds,
             always_check=True,
@@ -139,7 +141,7 @@ async def open_pools(url: str, sizes: PoolSizes) -> Pools:
         reads = await _open(
             url,
             name="reads",
-            min_size=1,
+            min_size=int(sizes.serves_http),
             max_size=sizes.reads,
             wait=sizes.wait_seconds,
             always_check=True,
