@@ -14,6 +14,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from app.clock import SystemClock
+from app.expressions import MAX_EXPRESSION_LENGTH, MAX_NESTING_DEPTH
 from app.http.auth import check_event_key
 from app.http.dev import ROUTES as DEV_ROUTES
 from app.http.errors import ApiError
@@ -266,6 +267,30 @@ async def test_an_invalid_function_is_a_400_naming_the_field_that_changes_nothin
     assert reply["error"].startswith("At least one function is invalid")
     assert field in reply["error"]
     assert reply["data"]["field"] == field
+    assert count_rows(db_url, "apps") == 0
+    assert count_rows(db_url, "functions") == 0
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("(" * 5000 + "event.data.a == 1" + ")" * 5000,
+         f"nested too deeply: 5000 levels, the limit is {MAX_NESTING_DEPTH}"),
+        ("event.data.a == 1 || " * (MAX_EXPRESSION_LENGTH // 20) + "true",
+         f"expression is too long: {MAX_EXPRESSION_LENGTH // 20 * 21 + 4} characters, "
+         f"the limit is {MAX_EXPRESSION_LENGTH}"),
+    ],
+)  # fmt: skip
+async def test_a_trigger_expression_past_the_compile_limits_is_a_400_that_stores_nothing(
+    client: Client, db_url: str, expression: str, reason: str
+) -> None:
+    bad = fn("shop-bad")
+    bad["triggers"] = [{"event": "t/evt", "expression": expression}]
+    status, reply = await register(client, py_body([fn("shop-pay"), bad]))
+    assert status == 400
+    assert reply["data"]["field"] == "functions[1].triggers[0].expression"
+    assert reason in reply["error"]
+    assert len(reply["error"]) < 500  # the message quotes the start of the expression only
     assert count_rows(db_url, "apps") == 0
     assert count_rows(db_url, "functions") == 0
 

@@ -250,6 +250,12 @@ def test_errors_short_circuit_like_cel() -> None:
     assert evaluate_bool("true || event.data.count / 0 == 1", VARS) is True
 
 
+def test_an_error_inside_map_is_a_cel_error_value_that_or_can_absorb() -> None:
+    assert evaluate_value("[0, 1].map(x, 1 / x) == [] || true", {}) is True
+    with pytest.raises(ExpressionError, match="divide by zero"):
+        evaluate_value("[0, 1].map(x, 1 / x)", {})
+
+
 def test_evaluation_error_message_is_concise() -> None:
     with pytest.raises(ExpressionError) as info:
         evaluate_value("json_parse('x')", {})
@@ -387,6 +393,14 @@ def test_extract_match_key(source: str, expected: tuple[str, Any] | None) -> Non
     ],
 )
 def test_extract_match_key_is_none_when_no_equality_is_required(source: str) -> None:
+    assert extract_match_key(source) is None
+
+
+@pytest.mark.parametrize(
+    "source", ["async.data.x == [1]", "async.data.x == [[1]]", "(([1])) == async.a"]
+)
+def test_extract_match_key_is_none_when_the_literal_is_inside_a_list(source: str) -> None:
+    # `== [1]` is no `== 1`: indexing the pause under 1 would hide it from its event.
     assert extract_match_key(source) is None
 
 
