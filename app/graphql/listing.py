@@ -3,10 +3,14 @@
 A runs cursor is ``base64url(JSON [field, direction, sort time, run id])`` — the keyset position
 of the edge — and is only valid with the ordering it was made for.  An events cursor is the
 event's internal id.  A CEL ``query`` (over ``event``, the run's first trigger or the event
-itself) cannot be turned into SQL in general, so it is evaluated here on batches of rows read
-in order until the page is full; scanning stops after ``CEL_SCAN_LIMIT`` rows per request, so a
-rare match deep in a large window may need the next page.  ``totalCount`` with a query counts
-within the same bound.
+itself) cannot be turned into SQL in general, so rows are read in order, in batches, and
+judged by ``CelFilter`` (off the event loop, within the request's evaluation budget) until the
+page is full.  One scan reads at most ``CEL_SCAN_LIMIT`` rows: when it stops there, the page
+is what matched so far (possibly nothing) with ``hasNextPage`` true and ``endCursor`` at the
+last row read, so a client pages on through a large window a bounded step at a time.
+``totalCount`` with a query counts the matches among the first ``CEL_SCAN_LIMIT`` rows of the
+window, the same horizon as a page (a lower bound when the window holds more).  An expression
+too costly for the request's evaluation budget is an error (``QUERY_BUDGET_EXCEEDED``).
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from app import expressions
 from app.graphql.context import BadRequest, Loaders
@@ -29,6 +33,7 @@ from app.graphql.inputs import (
     RunsV2OrderByField,
 )
 from app.graphql.legacy_types import FunctionRunStatus
+from app.graphql.limits import CEL_BATCH, CEL_SCAN_LIMIT, page_size
 from app.graphql.run_types import (
     EventsConnection,
     EventsEdge,
@@ -39,20 +44,12 @@ from app.graphql.run_types import (
     RunsV2Connection,
 )
 from app.store import read_queries as rq
-from app.store.db import AsyncConn
 from domain.ids import is_ulid
 from domain.run import RunStatus
 from projections.runs import RunRow
 
-DEFAULT_PAGE = 40
-MAX_PAGE = 400
-CEL_SCAN_LIMIT = 50_000
 _STATUS = {s: RunStatus[s.name].value for s in FunctionRunStatus}
-
-
-def page_size(first: int) -> int:
-    # As upstream: a size outside (0, MAX_PAGE) falls back to the default.
-    return first if 0 < first < MAX_PAGE else DEFAULT_PAGE
+Row = TypeVar("Row")
 
 
 def _compile(query: str | None) -> expressions.CompiledExpression | None:
@@ -64,11 +61,34 @@ def _compile(query: str | None) -> expressions.CompiledExpression | None:
         raise BadRequest(f"invalid query: {exc}") from None
 
 
-def _holds(expr: expressions.CompiledExpression, event: Any) -> bool:
-    try:
-        return expr.evaluate({"event": event or {}}) is True
-    except expressions.ExpressionError:
-        return False
+@dataclass(frozen=True, slots=True)
+class Scan(Generic[Row]):
+    """Rows that matched, in order, and the last row read when the scan stopped at its bound."""
+
+    matched: list[Row]
+    stopped_at: Row | None = None
+
+
+async def _scan(
+    read: Callable[[int, Row | None], Awaitable[list[tuple[Row, str, Any]]]],
+    judge: Callable[[list[tuple[str, Any]]], Awaitable[list[bool]]],
+    want: int,
+) -> Scan[Row]:
+    """Read ``(row, event id, event)`` batches after the last row read and keep the matches."""
+    matched: list[Row] = []
+    scanned, last = 0, None
+    while len(matched) < want:
+        if scanned >= CEL_SCAN_LIMIT:
+            return Scan(matched, stopped_at=last)
+        limit = min(CEL_BATCH, CEL_SCAN_LIMIT - scanned)
+        batch = await read(limit, last)
+        verdicts = await judge([(key, event) for _, key, event in batch])
+        matched += [row for (row, _, _), ok in zip(batch, verdicts, strict=True) if ok]
+        scanned += len(batch)
+        if len(batch) < limit:
+            break
+        last = batch[-1][0]
+    return Scan(matched[:want])
 
 
 # --- runs ---
@@ -114,36 +134,28 @@ def decode_cursor(cursor: str, order: rq.RunsOrder) -> rq.RunPosition:
     return position
 
 
-async def _run_events(conn: AsyncConn, rows: Sequence[RunRow]) -> dict[str, Any]:
-    firsts = [r.event_ids[0] for r in rows if r.event_ids]
-    return {e.internal_id: e.as_event() for e in await rq.events_by_ids(conn, firsts)}
-
-
 async def _matching_runs(
-    conn: AsyncConn,
+    ld: Loaders,
     *,
     filt: rq.RunsFilter,
     order: rq.RunsOrder,
     after: rq.RunPosition | None,
     want: int,
     expr: expressions.CompiledExpression,
-) -> list[RunRow]:
-    """Up to ``want`` runs (in order, after ``after``) whose trigger satisfies ``expr``."""
-    matched: list[RunRow] = []
-    scanned = 0
-    batch = max(want * 4, 200)
-    while len(matched) < want and scanned < CEL_SCAN_LIMIT:
-        rows = await rq.list_runs(conn, filt, order, after=after, limit=batch)
-        events = await _run_events(conn, rows)
-        for row in rows:
-            first = row.event_ids[0] if row.event_ids else ""
-            if _holds(expr, events.get(first)):
-                matched.append(row)
-        scanned += len(rows)
-        if len(rows) < batch:
-            break
-        after = rq.position_of(rows[-1], order)
-    return matched[:want]
+) -> Scan[RunRow]:
+    """Up to ``want`` runs (in order, after ``after``) whose first trigger satisfies ``expr``."""
+
+    async def read(limit: int, last: RunRow | None) -> list[tuple[RunRow, str, Any]]:
+        start = after if last is None else rq.position_of(last, order)
+        # The connection is held for the reads only, not while the batch is being judged.
+        async with ld.reads.connection() as conn:
+            rows = await rq.list_runs(conn, filt, order, after=start, limit=limit)
+            firsts = [r.event_ids[0] for r in rows if r.event_ids]
+            events = {e.internal_id: e.as_event() for e in await rq.events_by_ids(conn, firsts)}
+        keyed = [(r, r.event_ids[0] if r.event_ids else "") for r in rows]
+        return [(r, key, events.get(key)) for r, key in keyed]
+
+    return await _scan(read, lambda batch: ld.cel.verdicts(expr, batch), want)
 
 
 async def runs_connection(
@@ -160,35 +172,40 @@ async def runs_connection(
     position = decode_cursor(after, order) if after else None
     expr = _compile(filt.query)
     size = page_size(first)
-    async with ld.services.read_db.connection() as conn:
-        if expr is None:
-            rows = await rq.list_runs(conn, query, order, after=position, limit=size + 1)
-        else:
-            rows = await _matching_runs(
-                conn, filt=query, order=order, after=position, want=size + 1, expr=expr
-            )
+    if expr is None:
+        async with ld.reads.connection() as conn:
+            scan = Scan(await rq.list_runs(conn, query, order, after=position, limit=size + 1))
+    else:
+        scan = await _matching_runs(
+            ld, filt=query, order=order, after=position, want=size + 1, expr=expr
+        )
+    rows = scan.matched
     edges = [FunctionRunV2Edge(node=FunctionRunV2.of(r), cursor=encode_cursor(r, order))
              for r in rows[:size]]  # fmt: skip
+    resume = None if scan.stopped_at is None else encode_cursor(scan.stopped_at, order)
 
     async def count() -> int:
-        async with ld.services.read_db.connection() as conn:
-            if expr is None:
+        if expr is None:
+            async with ld.reads.connection() as conn:
                 return await rq.count_runs(conn, query)
-            matches = await _matching_runs(
-                conn, filt=query, order=order, after=None, want=CEL_SCAN_LIMIT, expr=expr
-            )
-            return len(matches)
+        matches = await _matching_runs(
+            ld, filt=query, order=order, after=None, want=CEL_SCAN_LIMIT, expr=expr
+        )
+        return len(matches.matched)
 
-    return RunsV2Connection(edges=edges, pageInfo=_page_info(edges, len(rows) > size),
+    return RunsV2Connection(edges=edges, pageInfo=_page_info(edges, len(rows) > size, resume),
                             count=count)  # fmt: skip
 
 
-def _page_info(edges: Sequence[FunctionRunV2Edge | EventsEdge], more: bool) -> PageInfo:
+def _page_info(
+    edges: Sequence[FunctionRunV2Edge | EventsEdge], more: bool, resume: str | None
+) -> PageInfo:
+    # A scan that stopped at its bound resumes after the last row it read, not the last match.
     return PageInfo(
-        hasNextPage=more,
+        hasNextPage=more or resume is not None,
         hasPreviousPage=False,
         startCursor=edges[0].cursor if edges else None,
-        endCursor=edges[-1].cursor if edges else None,
+        endCursor=resume or (edges[-1].cursor if edges else None),
     )
 
 
@@ -205,20 +222,21 @@ def events_filter(f: EventsFilter, now: datetime) -> rq.EventsFilter:
 
 
 async def _matching_events(
-    conn: AsyncConn, filt: rq.EventsFilter, want: int, expr: expressions.CompiledExpression | None
-) -> list[rq.EventRecord]:
+    ld: Loaders, filt: rq.EventsFilter, want: int, expr: expressions.CompiledExpression | None
+) -> Scan[rq.EventRecord]:
     if expr is None:
-        return await rq.list_events(conn, filt, limit=want)
-    matched: list[rq.EventRecord] = []
-    scanned, batch = 0, max(want * 4, 200)
-    while len(matched) < want and scanned < CEL_SCAN_LIMIT:
-        records = await rq.list_events(conn, filt, limit=batch)
-        matched += [r for r in records if _holds(expr, r.as_event())]
-        scanned += len(records)
-        if len(records) < batch:
-            break
-        filt = replace(filt, before_id=records[-1].internal_id)
-    return matched[:want]
+        async with ld.reads.connection() as conn:
+            return Scan(await rq.list_events(conn, filt, limit=want))
+
+    async def read(
+        limit: int, last: rq.EventRecord | None
+    ) -> list[tuple[rq.EventRecord, str, Any]]:
+        page = filt if last is None else replace(filt, before_id=last.internal_id)
+        async with ld.reads.connection() as conn:
+            records = await rq.list_events(conn, page, limit=limit)
+        return [(r, r.internal_id, r.as_event()) for r in records]
+
+    return await _scan(read, lambda batch: ld.cel.verdicts(expr, batch), want)
 
 
 async def events_connection(
@@ -231,15 +249,16 @@ async def events_connection(
     query = replace(base, before_id=after)
     expr = _compile(filt.query)
     size = page_size(first)
-    async with ld.services.read_db.connection() as conn:
-        records = await _matching_events(conn, query, size + 1, expr)
+    scan = await _matching_events(ld, query, size + 1, expr)
+    records = scan.matched
     edges = [EventsEdge(node=EventV2.of(r), cursor=r.internal_id) for r in records[:size]]
+    resume = None if scan.stopped_at is None else scan.stopped_at.internal_id
 
     async def count() -> int:
-        async with ld.services.read_db.connection() as conn:
-            if expr is None:
+        if expr is None:
+            async with ld.reads.connection() as conn:
                 return await rq.count_events(conn, base)
-            return len(await _matching_events(conn, base, CEL_SCAN_LIMIT, expr))
+        return len((await _matching_events(ld, base, CEL_SCAN_LIMIT, expr)).matched)
 
-    return EventsConnection(edges=edges, pageInfo=_page_info(edges, len(records) > size),
+    return EventsConnection(edges=edges, pageInfo=_page_info(edges, len(records) > size, resume),
                             count=count)  # fmt: skip

@@ -42,12 +42,14 @@ def _with_scheme(url: str) -> str:
 class Mutation:
     @strawberry.mutation
     async def createApp(self, info: GqlInfo, input: CreateAppInput) -> App:
-        services = loaders(info).services
+        ld = loaders(info)
         url = _with_scheme(input.url.strip())
-        outcome = await sync_url(services, url)
+        # The sync records its outcome through its own (ingest) connection; what it recorded
+        # is read back through the read one, so the request never holds two ingest connections.
+        outcome = await sync_url(ld.services, url)
         if outcome.error is not None:
             raise BadRequest(outcome.error)
-        async with services.ingest_db.connection() as conn:
+        async with ld.reads.connection() as conn:
             apps = await registry.list_apps(conn)
         found = [a for a in apps if a.url == url or a.id == outcome.app_id]
         if not found:
@@ -56,9 +58,9 @@ class Mutation:
 
     @strawberry.mutation
     async def updateApp(self, info: GqlInfo, input: UpdateAppInput) -> App:
-        services = loaders(info).services
-        now = datetime.fromtimestamp(services.clock.now_ms() / 1000, UTC)
-        async with services.ingest_db.connection() as conn:
+        ld = loaders(info)
+        now = datetime.fromtimestamp(ld.services.clock.now_ms() / 1000, UTC)
+        async with ld.writes.connection() as conn:
             cur = await conn.execute(UPDATE_APP_URL, (_with_scheme(input.url), now, input.id))
             record = await registry.app_by_id(conn, input.id) if cur.rowcount else None
         if record is None:
@@ -67,13 +69,13 @@ class Mutation:
 
     @strawberry.mutation
     async def deleteApp(self, info: GqlInfo, id: str) -> str:
-        async with loaders(info).services.ingest_db.connection() as conn:
+        async with loaders(info).writes.connection() as conn:
             await registry.delete_app(conn, id)
         return id
 
     @strawberry.mutation
     async def deleteAppByName(self, info: GqlInfo, name: str) -> bool:
-        async with loaders(info).services.ingest_db.connection() as conn:
+        async with loaders(info).writes.connection() as conn:
             record = await registry.app_by_name(conn, name)
             return record is not None and await registry.delete_app(conn, record.id)
 
@@ -89,9 +91,9 @@ class Mutation:
         debugSessionID: ULID | None = None,
         debugRunID: ULID | None = None,
     ) -> bool | None:
-        services = loaders(info).services
-        now = services.clock.now_ms()
-        async with services.ingest_db.connection() as conn:
+        ld = loaders(info)
+        now = ld.services.clock.now_ms()
+        async with ld.writes.connection() as conn:
             fn = await registry.function_by_slug_or_id(conn, functionSlug)
             if fn is None:
                 raise NotFound(f"function not found: {functionSlug}")
@@ -111,7 +113,7 @@ class Mutation:
             if row.ended_at is not None:
                 raise BadRequest("cannot cancel an ended run")
             await run_command(ld.services, runID, c.CancelRun(reason="cancelled via GraphQL"))
-            async with ld.services.ingest_db.connection() as conn:
+            async with ld.writes.connection() as conn:
                 row = await load_run_row(conn, runID) or row
             if row.status != RunStatus.CANCELLED.value:
                 raise BadRequest("cannot cancel an ended run")  # it ended meanwhile
@@ -128,4 +130,5 @@ class Mutation:
         debugRunID: ULID | None = None,
     ) -> ULID:
         step, step_input = (fromStep.stepID, fromStep.input) if fromStep else (None, None)
-        return ULID(await rerun(loaders(info).services, runID, step, step_input))
+        ld = loaders(info)
+        return ULID(await rerun(ld.services, runID, step, step_input, db=ld.writes))

@@ -22,6 +22,7 @@ from app.graphql.inputs import (
     StreamQuery,
 )
 from app.graphql.legacy_types import Event, FunctionRun, StreamItem, stream_item
+from app.graphql.limits import MAX_EVENTS, MAX_STREAM
 from app.graphql.listing import events_connection, runs_connection
 from app.graphql.registry_types import App, Function, make_app, make_function
 from app.graphql.run_types import (
@@ -45,10 +46,6 @@ from app.store import read_queries as rq
 from domain.ids import is_ulid
 from projections.traces import fold_trace
 
-#: How many events ``events`` returns (Inngest's dev server: ``cqrs.MaxEvents``).
-MAX_EVENTS = 51
-MAX_STREAM = 1000
-
 
 async def _event_record(info: GqlInfo, event_id: str) -> rq.EventRecord:
     if not is_ulid(event_id):
@@ -63,7 +60,7 @@ async def _event_record(info: GqlInfo, event_id: str) -> rq.EventRecord:
 class Query:
     @strawberry.field
     async def apps(self, info: GqlInfo, filter: AppsFilterV1 | None = None) -> list[App]:
-        async with loaders(info).services.read_db.connection() as conn:
+        async with loaders(info).reads.connection() as conn:
             records = await registry.list_apps(conn)
         method = filter.method.value if filter and filter.method else None
         return [make_app(r) for r in records if method is None or r.method == method]
@@ -75,13 +72,13 @@ class Query:
 
     @strawberry.field
     async def functions(self, info: GqlInfo) -> list[Function] | None:
-        async with loaders(info).services.read_db.connection() as conn:
+        async with loaders(info).reads.connection() as conn:
             records = await registry.list_functions(conn)
         return [make_function(r) for r in records]
 
     @strawberry.field
     async def functionBySlug(self, info: GqlInfo, query: FunctionQuery) -> Function | None:
-        async with loaders(info).services.read_db.connection() as conn:
+        async with loaders(info).reads.connection() as conn:
             record = await registry.function_by_slug_or_id(conn, query.functionSlug)
         if record is None:
             raise NotFound(f"function {query.functionSlug} not found")
@@ -96,7 +93,7 @@ class Query:
         before = query.lastEventId
         if before is not None and not is_ulid(before):
             raise BadRequest(f"invalid event ID: {before!r} is not a ULID")
-        async with loaders(info).services.read_db.connection() as conn:
+        async with loaders(info).reads.connection() as conn:
             records = await rq.list_events(
                 conn, rq.EventsFilter(before_id=before), limit=MAX_EVENTS
             )
@@ -123,7 +120,7 @@ class Query:
             include_internal=bool(query.includeInternalEvents),
         )
         ld = loaders(info)
-        async with ld.services.read_db.connection() as conn:
+        async with ld.reads.connection() as conn:
             records = await rq.list_events(conn, filt, limit=max(0, min(query.limit, MAX_STREAM)))
             ids = [r.internal_id for r in records]
             runs = await rq.runs_for_events(conn, ids)

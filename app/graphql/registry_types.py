@@ -60,7 +60,7 @@ class App:
 
     @strawberry.field
     async def functions(self, info: GqlInfo) -> list[Function]:
-        async with loaders(info).services.read_db.connection() as conn:
+        async with loaders(info).reads.connection() as conn:
             records = await registry.list_functions(conn, self.record.id)
         return [make_function(r) for r in records]
 
@@ -199,7 +199,7 @@ class Function:
     @strawberry.field
     async def failureHandler(self, info: GqlInfo) -> Function | None:
         # SDKs register a function's onFailure handler as "<slug>-failure".
-        async with loaders(info).services.read_db.connection() as conn:
+        async with loaders(info).reads.connection() as conn:
             record = await registry.function_by_slug_or_id(conn, f"{self.slug}-failure")
         return None if record is None else make_function(record)
 

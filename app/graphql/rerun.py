@@ -15,7 +15,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from app.engine.transitions import run_command
-from app.graphql.context import BadRequest, NotFound
+from app.graphql.errors import BadRequest, NotFound
+from app.graphql.scope import Connections
 from app.registry.store import function_by_slug_or_id
 from app.store.history import load_history
 from domain import commands as c
@@ -29,14 +30,20 @@ if TYPE_CHECKING:
 
 
 async def rerun(
-    services: Services, run_id: str, from_step: str | None = None, step_input: str | None = None
+    services: Services,
+    run_id: str,
+    from_step: str | None = None,
+    step_input: str | None = None,
+    *,
+    db: Connections | None = None,
 ) -> str:
-    """Schedule the rerun and return its run id."""
+    """Schedule the rerun and return its run id; ``db`` lends the connection (the ingest pool's
+    by default, a GraphQL request's own one for the mutation)."""
     if not is_ulid(run_id):
         raise BadRequest(f"invalid run ID: {run_id!r} is not a ULID")
     if step_input is not None:
         _check_input(step_input)
-    async with services.ingest_db.connection() as conn:
+    async with (db or services.ingest_db).connection() as conn:
         history = await load_history(conn, run_id)
         state = fold(history)
         if not state.exists:

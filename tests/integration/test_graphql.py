@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import inngest
 import pytest
 from litestar import Litestar
@@ -60,21 +61,21 @@ def services(client: Client) -> Services:
     return found
 
 
-async def gql(client: Client, query: str, **variables: Any) -> dict[str, Any]:
+async def gql(client: httpx.AsyncClient, query: str, **variables: Any) -> dict[str, Any]:
     response = await client.post(PATH, json={"query": query, "variables": variables})
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
 
 
-async def data(client: Client, query: str, **variables: Any) -> dict[str, Any]:
+async def data(client: httpx.AsyncClient, query: str, **variables: Any) -> dict[str, Any]:
     body = await gql(client, query, **variables)
     assert "errors" not in body, body["errors"]
     found: dict[str, Any] = body["data"]
     return found
 
 
-async def error(client: Client, query: str, **variables: Any) -> str:
+async def error(client: httpx.AsyncClient, query: str, **variables: Any) -> str:
     body = await gql(client, query, **variables)
     assert body.get("errors"), body
     return str(body["errors"][0]["message"])
@@ -91,7 +92,7 @@ def fn_config(slug: str, event: str, **extra: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def seed_app(client: Client) -> dict[str, str]:
+async def seed_app(client: httpx.AsyncClient) -> dict[str, str]:
     """Register app ``shop`` with two functions; return function slug -> id."""
     body = {
         "appname": "shop", "deploy_type": "ping", "framework": "fast_api", "sdk": "py:v0.5.19",
@@ -111,13 +112,17 @@ async def seed_app(client: Client) -> dict[str, str]:
 class Runs:
     """Writes runs through the same transition commit the engine uses."""
 
-    def __init__(self, client: Client, functions: dict[str, str]) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, functions: dict[str, str], services: Services
+    ) -> None:
         self.client = client
         self.functions = functions
+        self.services = services
+        self._app_id: str | None = None
 
     async def event(self, name: str, data: dict[str, Any], ts: int = T0) -> str:
         internal_id = new_ulid(ts)
-        async with services(self.client).db.connection() as conn, conn.transaction():
+        async with self.services.db.connection() as conn, conn.transaction():
             event = {"name": name, "data": data, "user": {}, "id": internal_id, "ts": ts}
             await insert_events(conn, [(internal_id, event)], received(ts), ts)
         return internal_id
@@ -133,14 +138,16 @@ class Runs:
             event_ids=(event_id,), idempotency_key=event_id, max_attempts=3,
         )  # fmt: skip
         history = [scheduled, *events]
-        async with services(self.client).db.connection() as conn:
+        async with self.services.db.connection() as conn:
             decision = Decision(history, [])
             await commit_transition(conn, Transition.on(run_id, [], decision, None, at), pause_key)
         return run_id
 
     async def app_id(self) -> str:
-        found = await data(self.client, "{ apps { id name } }")
-        return str(next(a["id"] for a in found["apps"] if a["name"] == "shop"))
+        if self._app_id is None:
+            found = await data(self.client, "{ apps { id name } }")
+            self._app_id = str(next(a["id"] for a in found["apps"] if a["name"] == "shop"))
+        return self._app_id
 
 
 def step(step_id: str, name: str, value: Any, at: int, attempt: int = 0) -> h.StepCompleted:
@@ -160,7 +167,7 @@ def completed_history(at: int = T0) -> list[h.HistoryEvent]:
 
 @pytest.fixture
 async def runs(client: Client) -> Runs:
-    return Runs(client, await seed_app(client))
+    return Runs(client, await seed_app(client), services(client))
 
 
 TRACE = """query($id: String!) { run(runID: $id) { id status output triggerIDs eventName
