@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from app import expressions
+from app.engine.evaluation import holds
 from app.engine.scheduling import RunRequest, schedule_run
 from app.registry.store import FunctionRecord, function_by_slug_or_id
 from app.store import flow as repo
@@ -123,12 +124,14 @@ async def fire_debounce(services: Services, item: ClaimedItem) -> None:
         await ack_item(conn, item)
 
 
-def batch_applies(fn: FunctionRecord, event: Mapping[str, Any]) -> bool:
+async def batch_applies(fn: FunctionRecord, event: Mapping[str, Any]) -> bool:
     rule = fn.config.batch_events
     if rule is None:
         return False
     # A failing or false `if` runs the event on its own, unbatched (semantics §1.1).
-    return rule.if_expr is None or expressions.evaluate_bool(rule.if_expr, {"event": event})
+    return rule.if_expr is None or await holds(
+        rule.if_expr, {"event": event}, context=f"event {event.get('id')!r}, batch of {fn.slug}"
+    )
 
 
 async def add_to_batch(

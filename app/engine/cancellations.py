@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from app import expressions
+from app.engine.evaluation import holds
 from app.engine.transitions import run_command
 from app.store import cancellations as repo
 from app.store.cancellations import Cancellation
@@ -95,14 +96,16 @@ def validate(req: NewCancellation, now: datetime) -> NewCancellation:
     )
 
 
-def rule_matches(rule: Cancellation, queued_at_ms: int, event: Mapping[str, Any]) -> bool:
+async def rule_matches(
+    rule: Cancellation, queued_at_ms: int, event: Mapping[str, Any]
+) -> bool:
     """Whether ``rule`` covers a run of its function queued at ``queued_at_ms``."""
     if queued_at_ms > to_ms(rule.started_before):
         return False
     if rule.started_after is not None and queued_at_ms < to_ms(rule.started_after):
         return False
-    return rule.expression is None or expressions.evaluate_bool(
-        rule.expression, {"event": dict(event)}
+    return rule.expression is None or await holds(
+        rule.expression, {"event": dict(event)}, context=f"bulk cancellation {rule.id}"
     )
 
 
@@ -138,7 +141,7 @@ async def matching_rule(conn: LazyConnection, state: RunState) -> Cancellation |
     event = state.events[0] if state.events else {}
     event = event if isinstance(event, Mapping) else {}
     for rule in rules:
-        if rule_matches(rule, state.queued_at, event):
+        if await rule_matches(rule, state.queued_at, event):
             return rule
     return None
 
@@ -177,7 +180,7 @@ async def create_cancellation(services: Services, req: NewCancellation) -> tuple
         run_ids = await repo.runs_in_window(conn, fn.id, rule.started_after, rule.started_before)
         if rule.expression is not None and run_ids:
             events = await repo.trigger_events(conn, run_ids)
-            run_ids = [r for r in run_ids if _event_matches(rule, events.get(r))]
+            run_ids = [r for r in run_ids if await _event_matches(rule, events.get(r))]
     cancelled = 0
     for run_id in run_ids:
         decision = await run_command(services, run_id, c.CancelRun(reason=cancel_reason(rule)))
@@ -186,10 +189,10 @@ async def create_cancellation(services: Services, req: NewCancellation) -> tuple
     return rule, cancelled
 
 
-def _event_matches(rule: Cancellation, event: Any) -> bool:
+async def _event_matches(rule: Cancellation, event: Any) -> bool:
     assert rule.expression is not None
     data = dict(event) if isinstance(event, Mapping) else {}
-    return expressions.evaluate_bool(rule.expression, {"event": data})
+    return await holds(rule.expression, {"event": data}, context=f"bulk cancellation {rule.id}")
 
 
 async def list_cancellations(services: Services) -> list[Cancellation]:

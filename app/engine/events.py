@@ -11,12 +11,13 @@ them harmlessly; scheduling is guarded by run idempotency keys, so it happens on
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app import expressions
 from app.engine.batching import add_to_batch, batch_applies, debounce_event
+from app.engine.evaluation import holds
 from app.engine.scheduling import (
     RunRequest,
     in_one_statement,
@@ -81,18 +82,19 @@ async def _targets(
     triggered = await services.triggers.functions_for_event(
         conn, str(event["name"]), registry_version
     )
+    patterns = trigger_patterns(str(event["name"]))
     for fn in triggered:
-        if any(_trigger_matches(t, event) for t in fn.config.event_triggers):
-            matched.append(fn)
+        for trigger in fn.config.event_triggers:
+            if trigger.event not in patterns:
+                continue
+            if trigger.expression is None or await holds(
+                trigger.expression,
+                {"event": event},
+                context=f"event {event.get('id')!r}, trigger of {fn.slug}",
+            ):
+                matched.append(fn)
+                break
     return matched
-
-
-def _trigger_matches(trigger: Any, event: Mapping[str, Any]) -> bool:
-    if trigger.event not in trigger_patterns(str(event["name"])):
-        return False
-    return trigger.expression is None or expressions.evaluate_bool(
-        trigger.expression, {"event": event}
-    )
 
 
 async def admit_event(
@@ -103,7 +105,7 @@ async def admit_event(
     event: Mapping[str, Any],
 ) -> None:
     """Batch, rate-limit, debounce or schedule ``fn``'s run for this event (semantics §1.1)."""
-    if batch_applies(fn, event):
+    if await batch_applies(fn, event):
         await add_to_batch(services, conn, fn, internal_id, event)
         return
     now = services.clock.now_ms()
@@ -147,9 +149,29 @@ async def _emit_invoke_not_found(
     await insert_events(conn, [(new_ulid(), finished)], received(now), now, source="internal")
 
 
-def event_keys(event: Mapping[str, Any]) -> list[str]:
-    """Every ``path=value`` equality this event satisfies (scalar leaves of its objects)."""
-    return sorted(set(_leaves(event, "")))
+#: Events with more scalar leaves than this look up their pause keys by the paths pauses use
+#: instead of sending every ``path=value`` they hold (an outside caller controls the count).
+MAX_EVENT_KEYS = 1_000
+
+
+def event_keys(event: Mapping[str, Any], paths: Sequence[str] | None = None) -> list[str] | None:
+    """Every ``path=value`` equality this event satisfies (scalar leaves of its objects), or
+    only those at ``paths``; None when it has more than ``MAX_EVENT_KEYS`` leaves."""
+    if paths is not None:
+        keys = []
+        for path in paths:
+            # An absent key reads as null, as in the expressions; a spare candidate is harmless
+            # (its expression still decides).
+            value = expressions.lookup_path(event, path)
+            if value is None or isinstance(value, str | int | float | bool):
+                keys.append(key_of(path, value))
+        return sorted(keys)
+    leaves = set()
+    for key in _leaves(event, ""):
+        leaves.add(key)
+        if len(leaves) > MAX_EVENT_KEYS:
+            return None
+    return sorted(leaves)
 
 
 def _leaves(value: Any, prefix: str) -> Iterator[str]:
@@ -167,21 +189,25 @@ async def _resume_pauses(
     event: Mapping[str, Any],
     received_at: datetime,
 ) -> None:
-    candidates = await pause_repo.find_candidates(
-        conn, str(event["name"]), event_keys(event), to_ms(received_at)
-    )
+    name = str(event["name"])
+    keys = event_keys(event)
+    if keys is None:
+        keys = event_keys(event, await pause_repo.key_paths(conn, name))
+    assert keys is not None
+    candidates = await pause_repo.find_candidates(conn, name, keys, to_ms(received_at))
     for pause_id, run_id, step_id, kind, expression, _expires, created_at, source in candidates:
         if source == internal_id or created_at > received_at:
             continue  # only events received after the wait began, never its own trigger
-        command = _resume_command(kind, step_id, expression, internal_id, event)
+        command = await _resume_command(kind, step_id, expression, internal_id, event)
         if command is not None:
             log.debug("event %s resumes pause %s of run %s", internal_id, pause_id, run_id)
             await run_command(services, run_id, command, conn=conn)
 
 
-def _resume_command(
+async def _resume_command(
     kind: str, step_id: str, expression: str | None, internal_id: str, event: Mapping[str, Any]
 ) -> c.Command | None:
+    context = f"event {internal_id}, {kind} of step {step_id!r}"
     if kind == "invoke":
         data = event.get("data") or {}
         output = {"data": data["result"]} if "result" in data else {"error": data.get("error")}
@@ -189,11 +215,11 @@ def _resume_command(
             step_id=step_id, output=output, child_run_id=str(data.get("run_id") or "") or None
         )
     if kind == "cancel":
-        if expression and not expressions.evaluate_bool(expression, {"async": event}):
+        if expression and not await holds(expression, {"async": event}, context=context):
             return None
         return c.CancelRun(reason=f"cancelled by event {event.get('name')}")
     if kind == "wait":
-        if expression and not expressions.evaluate_bool(expression, {"async": event}):
+        if expression and not await holds(expression, {"async": event}, context=context):
             return None
         return c.ResumeWait(step_id=step_id, event=dict(event), event_id=internal_id)
     return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app import expressions
+from app.engine.evaluation import holds
 from app.engine.transitions import run_command
 from app.store.events import event_json
 from app.store.queue import to_dt
@@ -40,8 +40,9 @@ async def catch_up_wait(services: Services, pause: CreatePause) -> None:
         rows = await cur.fetchall()
         for row in rows:
             event = event_json(row)
-            if pause.expression and not expressions.evaluate_bool(
-                pause.expression, {"async": event}
+            context = f"event {row[0]}, wait of step {pause.step_id!r}"
+            if pause.expression and not await holds(
+                pause.expression, {"async": event}, context=context
             ):
                 continue
             await run_command(

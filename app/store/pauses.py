@@ -29,6 +29,14 @@ SELECT id, run_id, step_id, kind, expression, expires_at, created_at, source_eve
 """
 
 
+# The paths the keys of this event name's pauses are on ("data.id" of "data.id=s:42"): an event
+# too big to list every key it holds computes only these.
+KEY_PATHS = """
+SELECT DISTINCT split_part(match_key, '=', 1) FROM pauses
+ WHERE event_name = %s AND match_key IS NOT NULL
+"""
+
+
 async def save_pause(conn: AsyncConn, pause: CreatePause, match_key: str | None) -> None:
     await conn.execute(
         INSERT_PAUSE,
@@ -56,3 +64,8 @@ async def find_candidates(
 ) -> list[tuple[Any, ...]]:
     cur = await conn.execute(FIND_CANDIDATES, (event_name, list(keys), to_dt(now_ms)), prepare=True)
     return list(await cur.fetchall())
+
+
+async def key_paths(conn: AsyncConn, event_name: str) -> list[str]:
+    cur = await conn.execute(KEY_PATHS, (event_name,))
+    return [row[0] for row in await cur.fetchall()]
