@@ -368,7 +368,24 @@ def _is_has(node: lark.Tree[Any]) -> bool:
 
 
 def interpolate_event(source: str, event: Mapping[str, Any]) -> str:
-    """Replace each ``event.<path>`` in ``source`` by its literal value taken from ``event``."""
+    """Replace each ``event.<path>`` in ``source`` by its literal value taken from ``event``.
+
+    Raises ``ExpressionError`` when ``source`` is invalid, or when the result is not an
+    expression this module can evaluate (the event's values made it too long or too deep):
+    a wait that could never match must fail clearly instead."""
+    try:
+        result = _interpolated(source, event)
+    except RecursionError:
+        raise ExpressionError(source, "the event's values are nested too deeply") from None
+    try:
+        compile_expression(result)
+    except ExpressionError as exc:
+        reason = f"with the event's values filled in, {exc.reason}"
+        raise ExpressionError(source, reason) from None
+    return result
+
+
+def _interpolated(source: str, event: Mapping[str, Any]) -> str:
     spans: list[tuple[int, int, str]] = []
     pending: list[Any] = [compile_expression(source).ast]
     while pending:

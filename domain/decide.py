@@ -49,7 +49,8 @@ class DecideContext:
     rand: Callable[[], float]
     #: ``--retry-interval``: a fixed retry delay instead of the backoff table (tests).
     retry_interval_ms: int | None = None
-    #: Inline ``event.*`` values of the trigger into a wait/cancel expression.
+    #: Inline ``event.*`` values of the trigger into a wait/cancel expression; raises
+    #: ``ValueError`` when the result could not be evaluated (too long or too deep).
     interpolate: Callable[[str, Mapping[str, Any]], str] = lambda expr, _event: expr
 
 
@@ -379,7 +380,11 @@ def _wait_for_event(b: _Builder, op: Op) -> None:
         return
     event_name = str(op.opts.get("event") or op.name)
     raw_if = op.opts.get("if")
-    expression = b.ctx.interpolate(str(raw_if), s.events[0]) if raw_if else None
+    try:
+        expression = b.ctx.interpolate(str(raw_if), s.events[0]) if raw_if else None
+    except ValueError as exc:  # the expression cannot be evaluated, now or ever
+        _invalid_op(b, op, exc)
+        return
     pid = pause_id(s.run_id, op.id)
     b.emit(
         h.WaitStarted(

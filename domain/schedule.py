@@ -99,7 +99,12 @@ def _cancel_pauses(cmd: c.ScheduleRun, ctx: DecideContext) -> list[Effect]:
     trigger = cmd.events[0]
     pauses: list[Effect] = []
     for index, (event_name, if_expr, timeout) in enumerate(cmd.cancel_on):
-        expression = ctx.interpolate(if_expr, trigger) if if_expr else None
+        try:
+            expression = ctx.interpolate(if_expr, trigger) if if_expr else None
+        except ValueError:
+            # This trigger's values make the condition impossible to evaluate (too long or
+            # too deep once filled in): like ``false``, it can never match.
+            continue
         if expression is not None and expression.strip() == "false":
             continue  # can never match: Inngest creates no pause for it
         expires = durations.deadline_ms(ctx.now_ms, timeout, CANCEL_DEFAULT_TIMEOUT)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from domain import commands as c
 from domain import history as h
 from domain.decide import decide
@@ -125,6 +127,30 @@ def test_a_wait_inlines_the_trigger_and_first_resolution_wins() -> None:
     state = fold(matched.events, state)
     assert state.steps["w"] == reply
     assert decide(state, c.TimeOutWait(step_id="w"), ctx()).is_empty
+
+
+def test_a_wait_whose_condition_cannot_be_evaluated_fails_the_run_with_the_reason() -> None:
+    """The interpolator refuses (the trigger's values made the condition too long): the run
+    fails clearly instead of parking on a wait that could never match."""
+    state, _ = run_through(schedule())
+    wait = ops(
+        {
+            "id": "w",
+            "op": "WaitForEvent",
+            "name": "app/reply",
+            "opts": {"if": "async.data.n == event.data.blob", "timeout": "1m"},
+        }
+    )
+
+    def refuse(source: str, _event: object) -> str:
+        raise ValueError("with the event's values filled in, expression is too long")
+
+    refusing = dataclasses.replace(ctx(), interpolate=refuse)
+    decision = decide(state, c.HandleCallResult(call=call(), result=wait), refusing)
+    assert not any(isinstance(e, CreatePause) for e in decision.effects)
+    [failed] = [e for e in decision.events if isinstance(e, h.RunFailed)]
+    assert "WaitForEvent op 'app/reply'" in failed.error["message"]
+    assert failed.error["message"].endswith("expression is too long")
 
 
 def test_an_invoke_emits_the_invocation_and_resumes_with_the_childs_result() -> None:

@@ -351,6 +351,18 @@ def test_interpolation_rejects_invalid_expressions() -> None:
         interpolate_event("async.data.id == ", EVENT)
 
 
+def test_interpolation_refuses_a_result_that_could_not_be_evaluated() -> None:
+    """An event value pasted in as a literal can make the condition too long or too deep:
+    refused now rather than stored as a wait that never matches."""
+    with pytest.raises(ExpressionError, match="filled in, expression is too long"):
+        interpolate_event("async.data.s == event.data.s", {"data": {"s": "x" * 20_000}})
+    deep: dict[str, object] = {}
+    for _ in range(2_000):
+        deep = {"d": deep}
+    with pytest.raises(ExpressionError):
+        interpolate_event("async.data.v == event.data.v", {"data": {"v": deep}})
+
+
 # --- equality keys ---
 
 
