@@ -21,6 +21,7 @@ import json
 import time
 from typing import Any
 
+import psycopg
 from litestar import MediaType, Request, Response, get, post
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from strawberry.exceptions import MissingQueryError
@@ -122,6 +123,10 @@ async def _execute(
     body: dict[str, Any] = {"data": outcome.data}
     if outcome.errors:
         body["errors"] = [e.formatted for e in outcome.errors]
+        if any(isinstance(e.original_error, psycopg.OperationalError) for e in outcome.errors):
+            # The database was busy or unreachable (a full pool, a restart): as REST answers
+            # it, retryable, so that clients back off instead of reading partial data as final.
+            return Response(body, status_code=503, headers={"Retry-After": "2"})
     return Response(body, status_code=200)
 
 

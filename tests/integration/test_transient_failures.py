@@ -169,6 +169,16 @@ async def test_a_busy_read_pool_answers_503(db_url: str) -> None:
         assert (await client.get("/v1/events")).status_code == 200
 
 
+async def test_a_graphql_query_that_finds_the_read_pool_busy_answers_503(db_url: str) -> None:
+    query = {"query": "{ apps { id name } }"}
+    async with serving(db_url, read_connections=1, pool_wait_seconds=0.3) as client:
+        async with services_of(client).read_db.connection():
+            busy = await client.post("/v0/gql", json=query)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "2", busy.text
+        assert "couldn't get a connection" in busy.json()["errors"][0]["message"]
+        assert (await client.post("/v0/gql", json=query)).status_code == 200
+
+
 async def test_a_read_over_the_statement_timeout_answers_503(db_url: str, logged: Records) -> None:
     async with serving(db_url, read_timeout_seconds=0.3) as client:
         with locked(db_url, "events"):
