@@ -6,6 +6,8 @@ origin, dev mode) and optionally ``FAULTS_LOG`` (a JSON-lines file: one ``enter`
 
 App id ``faults``; function ``faults-slow`` (event ``faults/slow``, ``data.seconds`` per step,
 ``data.n``): step ``a``, a short ``step.sleep``, step ``b``; returns ``{"a", "b", "n"}``.
+Function ``faults-picky`` (event ``faults/big``) has a trigger expression whose cost grows with
+the event (``exists`` over ``data.items``): the hostile-load test's slow-CEL trigger.
 """
 
 from __future__ import annotations
@@ -61,8 +63,18 @@ async def slow(ctx: inngest.Context) -> dict[str, typing.Any]:
     return {"a": a, "b": b, "n": n}
 
 
+@client.create_function(
+    fn_id="picky",
+    trigger=inngest.TriggerEvent(
+        event="faults/big", expression="event.data.items.exists(x, x == -1)"
+    ),
+)
+async def picky(ctx: inngest.Context) -> str:
+    return "matched"
+
+
 app = fastapi.FastAPI()
-inngest.fast_api.serve(app, client, [slow], serve_path="/api/inngest")
+inngest.fast_api.serve(app, client, [slow, picky], serve_path="/api/inngest")
 
 
 @app.get("/healthz")
