@@ -58,7 +58,7 @@ INGEST_P99_BOUND = 1.0
 RESTART_WINDOW = 8.0  # seconds after the restart whose requests may wait for the database
 
 ALIASES = "\n".join(f"a{i}: runs(first: 40) {{ totalCount edges {{ node {{ id }} }} }}"
-                    for i in range(3000))  # fmt: skip
+                    for i in range(800))  # fmt: skip
 ALIAS_BOMB = "query { " + ALIASES + " }"
 FRAGMENT_BOMB = (
     "query { ...F ...F ...F ...F ...F ...F ...F ...F ...F ...F } fragment F on Query { "
@@ -268,7 +268,7 @@ def _hostile_minute(url: str, handle: Any, logs: Path) -> None:
 
 def _assert_clear_refusals(outcomes: dict[str, dict[str, int]]) -> None:
     """What the hostile callers got: clear refusals, never a server error."""
-    assert set(outcomes["alias-bomb"]) == {"400:TOO_MANY_ALIASES"}, outcomes
+    assert set(outcomes["alias-bomb"]) == {"400:TOO_MANY_ALIASES"}, outcomes  # 800 of them
     assert set(outcomes["fragment-bomb"]) <= {"400:TOO_MANY_ALIASES", "400:QUERY_TOO_COMPLEX"}
     # The nested comprehension over 50,000 items is cut off by the request's budget.
     assert "200:QUERY_BUDGET_EXCEEDED" in outcomes["cel-filter"], outcomes
