@@ -95,7 +95,7 @@ async def _open(
     min_size: int,
     max_size: int,
     wait: float,
-    always_check: bool,
+    always_check: bool = False,
     **server_settings: int,
 ) -> AsyncConnectionPool[AsyncConn]:
     kwargs: dict[str, Any] = {"autocommit": True}
@@ -119,38 +119,24 @@ async def _open(
 async def open_pools(url: str, sizes: PoolSizes) -> Pools:
     """Open every pool (the engine's first, so a dead database fails fast)."""
     configure_json()
+    client_min = int(sizes.serves_http)
+    specs: list[dict[str, Any]] = [
+        {"name": "engine", "min_size": 2, "max_size": sizes.engine, "wait": 30.0},
+        {"name": "leases", "min_size": 1, "max_size": 1, "wait": 30.0, "always_check": True},
+        {"name": "ingest", "min_size": client_min, "max_size": sizes.ingest,
+         "wait": sizes.wait_seconds, "always_check": True},
+        {"name": "reads", "min_size": client_min, "max_size": sizes.reads,
+         "wait": sizes.wait_seconds, "always_check": True,
+         "statement_timeout": sizes.read_statement_timeout_ms},
+    ]  # fmt: skip
     opened: list[AsyncConnectionPool[AsyncConn]] = []
     try:
-        engine = await _open(
-            url, name="engine", min_size=2, max_size=sizes.engine, wait=30, always_check=False
-        )
-        opened.append(engine)
-        leases = await _open(
-            url, name="leases", min_size=1, max_size=1, wait=30, always_check=True
-        )
-        opened.append(leases)
-        ingest = await _open(
-            url,
-            name="ingest",
-            min_size=int(sizes.serves_http),
-            max_size=sizes.ingest,
-            wait=sizes.wait_seconds,
-            always_check=True,
-        )
-        opened.append(ingest)
-        reads = await _open(
-            url,
-            name="reads",
-            min_size=int(sizes.serves_http),
-            max_size=sizes.reads,
-            wait=sizes.wait_seconds,
-            always_check=True,
-            statement_timeout=sizes.read_statement_timeout_ms,
-        )
-        opened.append(reads)
+        for spec in specs:
+            opened.append(await _open(url, **spec))
     except BaseException:
         for pool in opened:
             with contextlib.suppress(Exception):
                 await pool.close()
         raise
+    engine, leases, ingest, reads = opened
     return Pools(engine=engine, leases=leases, ingest=ingest, reads=reads)

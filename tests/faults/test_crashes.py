@@ -222,24 +222,31 @@ def _restart_postgres(handle: Any) -> None:
     _pg_ctl(handle, "restart", "-m", "fast")
 
 
-def test_a_postgres_restart_under_load_is_survived_and_loses_no_accepted_event(
-    tmp_path: Path,
-) -> None:
+@contextmanager
+def restartable_postgres(data_dir: Path) -> Iterator[tuple[str, Any]]:
+    """A dedicated, migrated embedded PostgreSQL (URL, handle) that tests may restart."""
     from app.embedded import start_embedded
 
-    url, handle = start_embedded(tmp_path / "pg")
+    url, handle = start_embedded(data_dir)
     try:
         subprocess.run(
             stepwell_args("migrate", "--database-url", url),
             check=True, env=clean_env(), cwd=ROOT, capture_output=True, timeout=120,
         )  # fmt: skip
-        _load_through_postgres_restarts(url, handle, tmp_path)
+        yield url, handle
     finally:
         # After a restart the handle's postmaster pid is stale, so its cleanup() would leave
         # the new postmaster running: stop it by its data directory instead.
         with contextlib.suppress(subprocess.CalledProcessError):
             _pg_ctl(handle, "stop", "-m", "fast")
         handle.cleanup()
+
+
+def test_a_postgres_restart_under_load_is_survived_and_loses_no_accepted_event(
+    tmp_path: Path,
+) -> None:
+    with restartable_postgres(tmp_path / "pg") as (url, handle):
+        _load_through_postgres_restarts(url, handle, tmp_path)
 
 
 def _load_through_postgres_restarts(url: str, handle: Any, logs: Path) -> None:

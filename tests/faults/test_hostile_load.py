@@ -21,9 +21,7 @@ a bound while it all went on, and the server's connections are all back and heal
 
 from __future__ import annotations
 
-import contextlib
 import statistics
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -40,13 +38,12 @@ from tests.e2e.client import Stepwell
 from tests.e2e.conftest import start_server
 from tests.faults.invariants import check_history_invariants, wait_until_final
 from tests.faults.test_crashes import (
-    _pg_ctl,
     _restart_postgres,
+    restartable_postgres,
     start_slow_app,
     steps_log,
     wait_for,
 )
-from tests.processes import ROOT, clean_env, stepwell_args
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -58,7 +55,7 @@ INGEST_P99_BOUND = 1.0
 RESTART_WINDOW = 8.0  # seconds after the restart whose requests may wait for the database
 
 ALIASES = "\n".join(f"a{i}: runs(first: 40) {{ totalCount edges {{ node {{ id }} }} }}"
-                    for i in range(800))  # fmt: skip
+                    for i in range(300))  # fmt: skip
 ALIAS_BOMB = "query { " + ALIASES + " }"
 FRAGMENT_BOMB = (
     "query { ...F ...F ...F ...F ...F ...F ...F ...F ...F ...F } fragment F on Query { "
@@ -201,19 +198,8 @@ def _server_connections(db_url: str) -> dict[str, int]:
 def test_a_minute_of_hostile_load_loses_nothing_and_ingest_keeps_answering(
     tmp_path: Path,
 ) -> None:
-    from app.embedded import start_embedded
-
-    url, handle = start_embedded(tmp_path / "pg")
-    try:
-        subprocess.run(
-            stepwell_args("migrate", "--database-url", url),
-            check=True, env=clean_env(), cwd=ROOT, capture_output=True, timeout=120,
-        )  # fmt: skip
+    with restartable_postgres(tmp_path / "pg") as (url, handle):
         _hostile_minute(url, handle, tmp_path)
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            _pg_ctl(handle, "stop", "-m", "fast")
-        handle.cleanup()
 
 
 def _hostile_minute(url: str, handle: Any, logs: Path) -> None:
@@ -268,7 +254,7 @@ def _hostile_minute(url: str, handle: Any, logs: Path) -> None:
 
 def _assert_clear_refusals(outcomes: dict[str, dict[str, int]]) -> None:
     """What the hostile callers got: clear refusals, never a server error."""
-    assert set(outcomes["alias-bomb"]) == {"400:TOO_MANY_ALIASES"}, outcomes  # 800 of them
+    assert set(outcomes["alias-bomb"]) == {"400:TOO_MANY_ALIASES"}, outcomes  # 300 of them
     assert set(outcomes["fragment-bomb"]) <= {"400:TOO_MANY_ALIASES", "400:QUERY_TOO_COMPLEX"}
     # The nested comprehension over 50,000 items is cut off by the request's budget.
     assert "200:QUERY_BUDGET_EXCEEDED" in outcomes["cel-filter"], outcomes

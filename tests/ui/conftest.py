@@ -61,7 +61,7 @@ def ui_stack(
         yield Stack(server, app, client, logs / "steps.jsonl", app_url)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
