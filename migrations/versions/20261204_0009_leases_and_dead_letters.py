@@ -46,6 +46,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
   db_now timestamptz := clock_timestamp();
   lease_end timestamptz := db_now + p_lease_ms * interval '1 millisecond';
+  expired constant text := 'lease expired: the worker holding the item stopped or stalled';
   ids bigint[]; k1 text[]; l1 int[]; k2 text[]; l2 int[];
   bucket_keys text[]; k text; used int; ok boolean;
   room jsonb := '{}'::jsonb;
@@ -98,7 +99,7 @@ BEGIN
       UPDATE queue_items q SET available_at = p_now + interval '1 second',
                                failures = q.failures + (q.lease_id IS NOT NULL)::int,
                                last_error = CASE WHEN q.lease_id IS NULL THEN q.last_error
-                                                 ELSE 'lease expired: the worker holding the item stopped or stalled' END,
+                                                 ELSE expired END,
                                lease_id = NULL, leased_until = NULL
        WHERE q.id = ANY(blocked);
     END IF;
@@ -107,8 +108,7 @@ BEGIN
     UPDATE queue_items q
        SET lease_id = p_lease, leased_until = lease_end, available_at = lease_end,
            failures = q.failures + (q.lease_id IS NOT NULL)::int,
-           last_error = CASE WHEN q.lease_id IS NULL THEN q.last_error
-                             ELSE 'lease expired: the worker holding the item stopped or stalled' END
+           last_error = CASE WHEN q.lease_id IS NULL THEN q.last_error ELSE expired END
      WHERE q.id = ANY(admitted)
     RETURNING q.id, q.kind, q.job_id, q.run_id, q.function_id, q.attempt, q.max_attempts,
               q.payload, q.score, q.ckey1, q.ckey2,
