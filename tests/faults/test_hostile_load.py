@@ -70,7 +70,7 @@ query {
   eventsV2(first: 100, filter: {from: "2020-01-01T00:00:00Z"}) { totalCount edges { node { id name } } }
 }
 """  # noqa: E501
-NESTED_CEL = "event.data.items.exists(x, event.data.items.exists(y, y == x + 1))"
+NESTED_CEL = "event.data.items.exists(x, event.data.items.exists(y, y == -1 - x))"  # never true
 CEL_FILTER = (
     'query { eventsV2(first: 40, filter: {from: "2020-01-01T00:00:00Z", query: "'
     + NESTED_CEL
