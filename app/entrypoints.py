@@ -2,7 +2,9 @@
 
 Resolves the database (a given URL, or the embedded PostgreSQL in ``dev``), migrates it,
 then serves HTTP (with in-process workers) or runs workers only; or replays one run's history
-(read-only, no migration) or rebuilds the projections.
+(read-only, no migration) or rebuilds the projections.  An embedded server this process owns
+is stopped on the way out, however the command ends: SIGTERM is turned into an exception so
+that it unwinds like Ctrl-C does, after uvicorn or ``run_workers`` drained the workers.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+import threading
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from app.embedded import EmbeddedPostgresError, start_embedded
 from app.settings import Settings
@@ -33,19 +37,17 @@ class CliError(Exception):
 def run(command: str, settings: Settings) -> None:
     if command == "start":
         _require_keys(settings)
-    url, handle = resolve_database(settings)
-    try:
-        upgrade(url)
-    except DatabaseUnavailable as exc:
-        raise CliError(str(exc)) from None
-    if command == "migrate":
-        print(f"stepwell: database {redact(url)} is at the latest schema revision")
-        return
-    if command == "worker":
-        run_loop(run_workers(replace(settings, mode="worker"), url))
-    else:
-        serve(settings, url)
-    del handle  # the embedded server stays up while this process needs it
+    with database(settings, guest=command == "migrate") as url:
+        try:
+            upgrade(url)
+        except DatabaseUnavailable as exc:
+            raise CliError(str(exc)) from None
+        if command == "migrate":
+            print(f"stepwell: database {redact(url)} is at the latest schema revision")
+        elif command == "worker":
+            run_loop(run_workers(replace(settings, mode="worker"), url))
+        else:
+            serve(settings, url)
 
 
 def _require_keys(settings: Settings) -> None:
@@ -65,13 +67,97 @@ def _require_keys(settings: Settings) -> None:
         )
 
 
-def resolve_database(settings: Settings) -> tuple[str, Any]:
+@contextlib.contextmanager
+def database(settings: Settings, *, guest: bool = False) -> Iterator[str]:
+    """The database URL for the command's lifetime: the given one, or the embedded server's.
+
+    This process owns the embedded server of its data directory (a second one is refused)
+    and stops it on the way out; a ``guest`` (a one-shot command) uses the server of a
+    running owner instead of being refused, and leaves it running.
+    """
     if settings.database_url:
-        return settings.database_url, None
+        yield settings.database_url
+        return
+    with _sigterm_unwinds():
+        with _signals_held() as received:
+            try:
+                url, server = start_embedded(settings.data_dir, join_running=guest)
+            except EmbeddedPostgresError as exc:
+                raise CliError(str(exc)) from None
+        try:
+            if received:  # now that the server is up, stop it as if the signal came just now
+                signal.raise_signal(received[0])
+            yield url
+        finally:
+            with _signals_held():  # what comes during the stop is dropped: we exit anyway
+                server.stop()
+
+
+class _Terminated(SystemExit):
+    """SIGTERM as an exception: its default action kills the process, skipping every cleanup."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)  # the shell's code, should it escape
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # signal.signal needs it
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM raises ``_Terminated``; once everything unwound, the process dies of SIGTERM.
+
+    uvicorn handles SIGTERM itself while it serves, then re-raises it with the handler it
+    found: this one.  Dying of the signal (not exiting 143) is what supervisors expect: systemd
+    counts it as a clean stop.
+    """
+    if not _on_main_thread():
+        yield
+        return
+
+    def unwind(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, unwind)
     try:
-        return start_embedded(settings.data_dir)
-    except EmbeddedPostgresError as exc:
-        raise CliError(str(exc)) from None
+        yield
+    except _Terminated:
+        _die_of(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _die_of(sig: signal.Signals) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(sig, signal.SIG_DFL)
+    signal.raise_signal(sig)
+    raise SystemExit(128 + sig)  # only if the signal is blocked
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """Hold SIGINT and SIGTERM back while the embedded server starts or stops; yield those held.
+
+    An initdb cut short leaves a data directory no later start can use, and a stop cut short
+    leaves an orphan.  A Python-level handler, not SIG_IGN or a blocked mask, so that children
+    (initdb, pg_ctl, the postmaster) get the default actions back when they exec.
+    """
+    received: list[int] = []
+    if not _on_main_thread():
+        yield received
+        return
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def redact(url: str) -> str:
@@ -140,15 +226,14 @@ def replay(settings: Settings, run_id: str, state_after: int | None, *, as_json:
 
     from app.replay import ReplayError
 
-    url, handle = resolve_database(settings)
-    try:
-        check_reachable(url)
-        print(asyncio.run(_replay(url, run_id, state_after, as_json)))
-    except (DatabaseUnavailable, ReplayError) as exc:
-        raise CliError(str(exc)) from None
-    except psycopg.Error as exc:
-        raise CliError(f"cannot read the run history: {_first_line(exc)}") from None
-    del handle
+    with database(settings, guest=True) as url:
+        try:
+            check_reachable(url)
+            print(asyncio.run(_replay(url, run_id, state_after, as_json)))
+        except (DatabaseUnavailable, ReplayError) as exc:
+            raise CliError(str(exc)) from None
+        except psycopg.Error as exc:
+            raise CliError(f"cannot read the run history: {_first_line(exc)}") from None
 
 
 async def _replay(url: str, run_id: str, state_after: int | None, as_json: bool) -> str:
@@ -164,18 +249,17 @@ async def _replay(url: str, run_id: str, state_after: int | None, as_json: bool)
 
 def rebuild_projections(settings: Settings) -> None:
     """Migrate, then recompute every view from history, showing progress on stderr."""
-    url, handle = resolve_database(settings)
-    try:
-        upgrade(url)
-    except DatabaseUnavailable as exc:
-        raise CliError(str(exc)) from None
-    report = asyncio.run(_rebuild(url))
+    with database(settings, guest=True) as url:  # a rebuild runs alongside a live server
+        try:
+            upgrade(url)
+        except DatabaseUnavailable as exc:
+            raise CliError(str(exc)) from None
+        report = asyncio.run(_rebuild(url))
     print(
         f"stepwell: rebuilt the runs view ({report.runs} runs) and function stats "
         f"({report.stats_rows} rows) from {report.history_rows} history rows "
         f"in {report.seconds:.1f}s"
     )
-    del handle
 
 
 async def _rebuild(url: str) -> RebuildReport:
