@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from graphql import get_introspection_query, parse
 
 from app.graphql import PATH, build_schema
@@ -44,12 +43,12 @@ from tests.integration.test_graphql import (
     FROM,
     T0,
     Runs,
-    build_app,
     completed_history,
     data,
     gql,
     seed_app,
 )
+from tests.integration.test_sync import stepwell
 from tests.processes import free_port
 
 RUNS_PAGE = """{alias}: runs(first: {first}, filter: {{from: "{since}"}}, orderBy: []) {{
@@ -68,25 +67,12 @@ class Server:
 @contextlib.asynccontextmanager
 async def served(db_url: str) -> AsyncIterator[Server]:
     """The app under uvicorn on this event loop, and a client speaking real HTTP to it."""
-    app = build_app(db_url)
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws="none"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("the server did not start")
-        await asyncio.sleep(0.02)
     url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-            yield Server(http=http, url=url, services=app.state.services)
-    finally:
-        server.should_exit = True
-        await task
+    async with stepwell(db_url, port) as services, httpx.AsyncClient(
+        base_url=url, timeout=60
+    ) as http:
+        yield Server(http=http, url=url, services=services)
 
 
 @pytest.fixture
