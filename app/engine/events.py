@@ -154,24 +154,27 @@ async def _emit_invoke_not_found(
 MAX_EVENT_KEYS = 1_000
 
 
-def event_keys(event: Mapping[str, Any], paths: Sequence[str] | None = None) -> list[str] | None:
-    """Every ``path=value`` equality this event satisfies (scalar leaves of its objects), or
-    only those at ``paths``; None when it has more than ``MAX_EVENT_KEYS`` leaves."""
-    if paths is not None:
-        keys = []
-        for path in paths:
-            # An absent key reads as null, as in the expressions; a spare candidate is harmless
-            # (its expression still decides).
-            value = expressions.lookup_path(event, path)
-            if value is None or isinstance(value, str | int | float | bool):
-                keys.append(key_of(path, value))
-        return sorted(keys)
+def event_keys(event: Mapping[str, Any]) -> list[str] | None:
+    """Every ``path=value`` equality this event satisfies (scalar leaves of its objects); None
+    when it has more than ``MAX_EVENT_KEYS`` leaves."""
     leaves = set()
     for key in _leaves(event, ""):
         leaves.add(key)
         if len(leaves) > MAX_EVENT_KEYS:
             return None
     return sorted(leaves)
+
+
+def event_keys_at(event: Mapping[str, Any], paths: Sequence[str]) -> list[str]:
+    """The ``path=value`` equalities of ``event`` at ``paths`` only."""
+    keys = []
+    for path in paths:
+        # An absent key reads as null, as in the expressions; a spare candidate is harmless
+        # (its expression still decides).
+        value = expressions.lookup_path(event, path)
+        if value is None or isinstance(value, str | int | float | bool):
+            keys.append(key_of(path, value))
+    return sorted(keys)
 
 
 def _leaves(value: Any, prefix: str) -> Iterator[str]:
@@ -192,8 +195,7 @@ async def _resume_pauses(
     name = str(event["name"])
     keys = event_keys(event)
     if keys is None:
-        keys = event_keys(event, await pause_repo.key_paths(conn, name))
-    assert keys is not None
+        keys = event_keys_at(event, await pause_repo.key_paths(conn, name))
     candidates = await pause_repo.find_candidates(conn, name, keys, to_ms(received_at))
     for pause_id, run_id, step_id, kind, expression, _expires, created_at, source in candidates:
         if source == internal_id or created_at > received_at:

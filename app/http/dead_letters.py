@@ -26,9 +26,6 @@ from domain.ids import is_ulid
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-#: Ids are ``bigint``: a longer number is malformed, not merely unknown.
-MAX_ID = 2**63 - 1
-
 DeadLetterIdParam = Annotated[str, Parameter(description="The dead letter's id (an integer)")]
 
 
@@ -52,11 +49,10 @@ def dead_letter_json(dead: DeadLetter) -> dict[str, Any]:
 
 def parse_id(value: str, what: str = "dead letter ID") -> int:
     """A dead letter id from its decimal text; 400 for anything else."""
-    # ``isascii`` first: ``isdigit`` also accepts other scripts' digits, which int() reads.
-    well_formed = value.isascii() and value.isdigit() and len(value) <= 19
-    if not well_formed or not 0 < int(value) <= MAX_ID:
+    key = store.parse_id(value)
+    if key is None:
         raise ApiError(400, f"Invalid {what}: {value[:100]!r} is not a positive integer")
-    return int(value)
+    return key
 
 
 def _limit(value: int | None) -> int:

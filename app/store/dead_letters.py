@@ -59,7 +59,11 @@ SELECT id, kind, job_id, run_id, function_id, attempt, max_attempts, failures, r
  LIMIT %(limit)s
 """
 
-COUNT = "SELECT count(*) FROM dead_letters"
+# A bounded count: the primary-key index stops after the cap however many there are.
+COUNT = "SELECT count(*) FROM (SELECT 1 FROM dead_letters LIMIT %s) AS d"
+
+#: Ids are the queue's ``bigint`` ids.
+MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,7 +132,16 @@ async def list_dead(
     ]
 
 
-async def count_dead(conn: AsyncConn) -> int:
-    cur = await conn.execute(COUNT)
+def parse_id(value: str) -> int | None:
+    """A dead letter's id from its decimal text; None for anything else."""
+    # ``isascii`` first: ``isdigit`` also accepts other scripts' digits, which int() reads.
+    if not (value.isascii() and value.isdigit() and len(value) <= 19):
+        return None
+    return int(value) if 0 < int(value) <= MAX_ID else None
+
+
+async def count_dead(conn: AsyncConn, cap: int) -> int:
+    """How many dead letters there are, counting no further than ``cap``."""
+    cur = await conn.execute(COUNT, (cap,))
     row = await cur.fetchone()
     return int(row[0]) if row else 0

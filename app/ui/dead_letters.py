@@ -18,7 +18,6 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
 from app.store import dead_letters as store
-from app.store.db import AsyncConn
 from app.store.dead_letters import DeadLetter
 from app.ui import runs_data
 from app.ui.render import DEAD_LETTER_COUNT, NAV_COUNT_CAP, is_fragment, page, redirect, services_of
@@ -29,10 +28,6 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 50
 LIST_PATH = "/dead-letters"
-
-# A bounded count (as ``app.ui.counts``, the UI's own read until the store offers one): the
-# primary-key index stops after the cap however many dead letters there are.
-NAV_COUNT = f"SELECT count(*) FROM (SELECT 1 FROM dead_letters LIMIT {NAV_COUNT_CAP + 1}) AS d"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,13 +44,6 @@ class DeadLettersPage:
     next_cursor: int | None
     before: int | None
     run_id: str
-
-
-def parse_id(value: str) -> int | None:
-    """A dead letter id from its decimal text (``bigint``), or None."""
-    if not value.isascii() or not value.isdigit() or len(value) > 18:
-        return None
-    return int(value) or None
 
 
 def back_path(value: str) -> str:
@@ -91,18 +79,12 @@ async def load_page(services: Services, before: int | None, run_id: str) -> Dead
     )
 
 
-async def nav_count(conn: AsyncConn) -> int:
-    cur = await conn.execute(NAV_COUNT)
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
-
-
 async def note_nav_count(request: Request[Any, Any, Any]) -> None:
     """Leave the dead-letter count for the navigation of the page about to be rendered."""
     if request.method != "GET" or is_fragment(request):
         return  # redirects and live fragments draw no navigation
     async with services_of(request).read_db.connection() as conn:
-        request.state[DEAD_LETTER_COUNT] = await nav_count(conn)
+        request.state[DEAD_LETTER_COUNT] = await store.count_dead(conn, NAV_COUNT_CAP + 1)
 
 
 @get(LIST_PATH, name="ui-dead-letters")
@@ -110,7 +92,7 @@ async def dead_letters_page(request: Request[Any, Any, Any]) -> Response[Any]:
     """Dead letters, newest first (optionally one run's), with Retry and Discard; refreshing."""
     params = request.query_params
     raw_before = str(params.get("before") or "")
-    before = parse_id(raw_before) if raw_before else None
+    before = store.parse_id(raw_before) if raw_before else None
     run_id = str(params.get("run_id") or "").strip()
     if raw_before and before is None:
         return redirect(LIST_PATH, error="The page cursor is not valid.")
@@ -124,7 +106,7 @@ async def dead_letters_page(request: Request[Any, Any, Any]) -> Response[Any]:
 async def retry(request: Request[Any, Any, Any], dead_id: FromPath[str]) -> Response[Any]:
     """Put a dead letter back on the queue, due now, with its failures reset."""
     back = back_path(str((await request.form()).get("back") or ""))
-    key = parse_id(dead_id)
+    key = store.parse_id(dead_id)
     if key is None:
         return redirect(back, error="That is not a dead letter id.")
     async with services_of(request).ingest_db.connection() as conn:
@@ -140,7 +122,7 @@ async def retry(request: Request[Any, Any, Any], dead_id: FromPath[str]) -> Resp
 async def discard(request: Request[Any, Any, Any], dead_id: FromPath[str]) -> Response[Any]:
     """Drop a dead letter for good (its run stays where it is)."""
     back = back_path(str((await request.form()).get("back") or ""))
-    key = parse_id(dead_id)
+    key = store.parse_id(dead_id)
     discarded = False
     if key is not None:
         async with services_of(request).ingest_db.connection() as conn:
