@@ -24,6 +24,7 @@ import aiohttp
 import msgspec
 from yarl import URL
 
+from app.drivers.http10 import use_lenient_protocol
 from app.drivers.signing import canonical_json, response_distrust, sign
 from domain import backoff
 from domain.opcodes import (
@@ -153,6 +154,7 @@ def new_session(*, call_timeout: float, max_connections: int) -> aiohttp.ClientS
     connector = aiohttp.TCPConnector(
         limit=max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_SECONDS
     )
+    use_lenient_protocol(connector)  # an HTTP/1.0 hop's Transfer-Encoding, as Go reads it
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=call_timeout)
     # No cookie jar: each SDK call stands alone (as upstream's), nothing carried between them.
     return aiohttp.ClientSession(

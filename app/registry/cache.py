@@ -36,6 +36,9 @@ class FunctionCache:
         self._entries[key] = (now, record)
         return record
 
+    def clear(self) -> None:
+        self._entries.clear()
+
 
 class TriggerIndex:
     """The functions each event name triggers, kept for one registry version.

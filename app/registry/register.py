@@ -107,7 +107,10 @@ async def register_app(
     except _Rejected as exc:
         return _failure(400, exc.message, exc.data)
     try:
-        return await _save(services, app, configs)
+        result = await _save(services, app, configs)
+        # This process sees its own sync at once (other processes within the cache's TTL).
+        services.functions.clear()
+        return result
     except psycopg.DataError as exc:
         # A value PostgreSQL cannot store (a NUL byte in a name, URL or config): bad input,
         # refused like any other invalid body; the transaction rolled back, nothing changed.

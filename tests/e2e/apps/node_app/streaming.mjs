@@ -1,0 +1,51 @@
+// Stepwell e2e app: official `inngest` JS SDK (v4) served by `inngest/node` with
+// `streaming: true`: each call is answered 201 at once and its body streamed.
+//
+// Start: STEPWELL_URL=<server origin> node tests/e2e/apps/node_app/streaming.mjs --port 3940
+// App id `e2e-stream-node`, serve path `/api/inngest`.
+
+import http from "node:http";
+import { parseArgs } from "node:util";
+
+const origin = (process.env.STEPWELL_URL || "").replace(/\/+$/, "");
+if (origin) process.env.INNGEST_DEV = origin;
+
+const { Inngest } = await import("inngest");
+const { serve } = await import("inngest/node");
+
+const inngest = new Inngest({ id: "e2e-stream-node", checkpointing: false });
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const slowSteps = inngest.createFunction(
+  { id: "slow-steps", retries: 2, triggers: [{ event: "e2e/stream.node" }] },
+  async ({ event, step, attempt }) => {
+    const a = await step.run("slow", async () => {
+      await sleep(Number(event.data?.seconds ?? 3.5) * 1000);
+      return 1;
+    });
+    const b = await step.run("fail-once", async () => {
+      if (attempt === 0) throw new Error("first attempt fails");
+      return attempt; // the attempt that succeeded: 1
+    });
+    return { a, b };
+  },
+);
+
+const handler = serve({
+  client: inngest,
+  functions: [slowSteps],
+  servePath: "/api/inngest",
+  streaming: true,
+});
+
+const { values } = parseArgs({ options: { port: { type: "string" } } });
+const server = http.createServer((req, res) => {
+  const path = (req.url || "").split("?")[0];
+  if (path === "/api/inngest") return handler(req, res);
+  if (path === "/healthz") return res.writeHead(200).end("{}");
+  res.writeHead(404).end();
+});
+server.listen(Number(values.port ?? 3940), "127.0.0.1");
+const stop = () => server.close(() => process.exit(0));
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
