@@ -11,6 +11,7 @@ events apply cleanly on top of ``state``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,10 @@ from domain.schedule import schedule, score, timeout_item
 MAX_STEPS = 1000
 MAX_STATE_BYTES = 32 * 1024 * 1024
 MAX_OPS_PER_RESPONSE = 1000
+#: Inngest's defer limits (pkg/consts): defers per run, bytes of one input, of all inputs.
+MAX_DEFERS_PER_RUN = 20
+MAX_DEFER_INPUT_BYTES = 4 * 1024 * 1024
+MAX_DEFER_INPUT_TOTAL_BYTES = 4 * 1024 * 1024
 INVOKE_DEFAULT_TIMEOUT = timedelta(days=365)
 
 
@@ -247,10 +252,34 @@ def _handle_ops(b: _Builder, call: c.Call, result: OpsReported) -> None:
         if b.state.is_finished:
             return
         _handle_op(b, call, result, op)
+    if not real and not b.state.is_finished:
+        # Lazy ops ride along with a step that moves the run on; alone (an SDK bug), nothing
+        # would call the SDK again: ask it to run on, as upstream's fallback does.
+        b.discover(step_job_id(b.state.run_id, "lazy", call.step_id))
+
+
+#: The id the TS SDK gives the function's own end when it must ship it as an op (hashed
+#: "complete"): with lazy ops to deliver, a return becomes RunComplete and a throw StepError or
+#: StepFailed under this id.
+COMPLETE_STEP_ID = hashlib.sha1(b"complete").hexdigest()
 
 
 def _handle_op(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
     now = b.ctx.now_ms
+    if op.id == COMPLETE_STEP_ID and op.op in (Opcode.STEP_ERROR, Opcode.STEP_FAILED):
+        # The function itself threw: exactly as if it had answered with the error.
+        error = (
+            op.error
+            if isinstance(op.error, Mapping)
+            else {"name": "Error", "message": str(op.error)}
+        )
+        retryable = op.op is Opcode.STEP_ERROR and not result.no_retry
+        _call_failed(
+            b,
+            call,
+            CallFailed(error=error, retryable=retryable, retry_after_ms=result.retry_after_ms),
+        )
+        return
     if op.op in (Opcode.STEP_RUN, Opcode.STEP, Opcode.STEP_ERROR, Opcode.STEP_FAILED) and (
         len(b.state.steps) >= MAX_STEPS
     ):
@@ -302,10 +331,59 @@ def _handle_op(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
         b.finish(h.RunCompleted(at=now, output=op.data))
     elif op.op is Opcode.DISCOVERY_REQUEST:
         b.discover(step_job_id(b.state.run_id, "discovery", op.id or call.step_id))
+    elif op.op is Opcode.DEFER_ADD:
+        _defer_add(b, op)
+    elif op.op is Opcode.DEFER_ABORT:
+        target = str(op.opts.get("target_hashed_id") or "")
+        found = b.state.defers.get(target)
+        if found is not None and found["status"] == "AfterRun":
+            b.emit(h.DeferAborted(at=now, step_id=target))
     elif op.op in (Opcode.GATEWAY, Opcode.AI_GATEWAY, Opcode.WAIT_FOR_SIGNAL):
         _step_failed(
             b, call, op, {"name": "Error", "message": f"{op.op.value} is not supported by Stepwell"}
         )
+
+
+def _defer_add(b: _Builder, op: Op) -> None:
+    """Record a ``defer()`` as upstream does: accepted, or rejected (and kept) with a reason.
+
+    A rejected defer never fails the run: the run goes on without it.  Over the per-run count
+    nothing is recorded (the SDK reports it again, and it is refused again).
+    """
+    defers = b.state.defers
+    if not op.id or op.id in defers:
+        return  # first report wins; the SDK is told of it in ``defers`` and stops sending it
+    if len(defers) >= MAX_DEFERS_PER_RUN:
+        return
+    fn_slug = op.opts.get("fn_slug")
+    value, meta = op.opts.get("input"), op.opts.get("meta")
+    reason = ""
+    if not isinstance(fn_slug, str) or not fn_slug:
+        reason, fn_slug = "invalid_opts", ""
+    elif not isinstance(value, Mapping):
+        reason = "invalid_input"
+    elif meta is not None and not isinstance(meta, Mapping):
+        reason = "invalid_meta"
+    else:
+        size = len(json.dumps(value, separators=(",", ":")))
+        if size > MAX_DEFER_INPUT_BYTES:
+            reason = "per_defer_size"
+        else:
+            total = sum(d["size"] for d in defers.values() if d["status"] == "AfterRun")
+            if total + size > MAX_DEFER_INPUT_TOTAL_BYTES:
+                reason = "aggregate_size"
+    b.emit(
+        h.DeferAdded(
+            at=b.ctx.now_ms,
+            step_id=op.id,
+            name=op.ui_name,
+            fn_slug=fn_slug,
+            input=None if reason else value,
+            meta=None if reason else meta,
+            status="Rejected" if reason else "AfterRun",
+            reason=reason,
+        )
+    )
 
 
 def _step_error(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:

@@ -184,6 +184,30 @@ class InvokeCompleted(HistoryEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeferAdded(HistoryEvent):
+    """``defer()`` asked for a run of ``fn_slug`` with ``input`` once this run has ended.
+
+    ``step_id`` is the SDK's hashed defer id.  ``status`` is ``AfterRun`` (scheduled when
+    the run ends) or ``Rejected`` (kept so the SDK stops re-reporting it; never scheduled).
+    """
+
+    step_id: str
+    name: str
+    fn_slug: str
+    input: JSON = None
+    meta: JSON = None
+    status: str = "AfterRun"
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeferAborted(HistoryEvent):
+    """The SDK aborted a defer before the run ended: no run of it will ever exist."""
+
+    step_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunCompleted(HistoryEvent):
     output: JSON
 
@@ -222,6 +246,8 @@ HISTORY_TYPES: dict[str, type[HistoryEvent]] = {
         WaitTimedOut,
         InvokeStarted,
         InvokeCompleted,
+        DeferAdded,
+        DeferAborted,
         RunCompleted,
         RunFailed,
         RunCancelled,

@@ -8,6 +8,7 @@ the same app synced twice keeps its ids.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import NewType
 
@@ -51,3 +52,9 @@ def is_ulid(value: str) -> bool:
 def deterministic_uuid(name: str) -> str:
     """UUIDv5 in the OID namespace, as Inngest's ``util.DeterministicUUID``."""
     return str(uuid.uuid5(uuid.NAMESPACE_OID, name))
+
+
+def deterministic_ulid(ms: int, seed: str) -> str:
+    """A ULID at ``ms`` whose random part is derived from ``seed``: same inputs, same id."""
+    entropy = hashlib.sha256(seed.encode()).digest()[:10]
+    return str(ULID.from_bytes(ms.to_bytes(6, "big") + entropy))

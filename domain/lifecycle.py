@@ -12,17 +12,20 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from domain.effects import Effect, EmitEvent, FinishRun
+from domain.ids import deterministic_ulid, is_ulid, ulid_ms
 from domain.run import RunState, RunStatus
 
 FINISHED = "inngest/function.finished"
 FAILED = "inngest/function.failed"
 CANCELLED = "inngest/function.cancelled"
 INVOKED = "inngest/function.invoked"
+DEFERRED = "inngest/deferred.schedule"
 SILENT_TRIGGERS = frozenset({FINISHED, FAILED})
 
 
 def finish_effects(after: RunState, new_id: Callable[[], str], now_ms: int) -> list[Effect]:
     effects: list[Effect] = [FinishRun(run_id=after.run_id)]
+    effects.extend(defer_effects(after, now_ms))
     first = after.events[0] if after.events else {}
     if not isinstance(first, Mapping) or first.get("name") in SILENT_TRIGGERS:
         return effects
@@ -37,6 +40,33 @@ def finish_effects(after: RunState, new_id: Callable[[], str], now_ms: int) -> l
 
 
 _EXTRA = {RunStatus.FAILED: FAILED, RunStatus.CANCELLED: CANCELLED}
+
+
+def defer_effects(after: RunState, now_ms: int) -> list[Effect]:
+    """One ``inngest/deferred.schedule`` event per defer still due when the run ends.
+
+    Its id is derived from (run, defer), so a finish decided twice emits the same event; the
+    companion function's trigger (``event.data._inngest.fn_slug == '<slug>'``) picks it up.
+    """
+    effects: list[Effect] = []
+    ms = ulid_ms(after.run_id) if is_ulid(after.run_id) else now_ms
+    for hashed_id, entry in after.defers.items():
+        if entry["status"] != "AfterRun":
+            continue
+        event_id = deterministic_ulid(ms, f"defer-event:{after.run_id}:{hashed_id}")
+        data = dict(entry["input"] or {})
+        data["_inngest"] = {
+            "fn_slug": entry["fn_slug"],
+            "parent_app_id": after.app_id,
+            "parent_fn_id": after.function_id,
+            "parent_fn_slug": after.function_slug,
+            "parent_run_id": after.run_id,
+        }
+        event = _event(DEFERRED, event_id, data, now_ms)
+        if entry.get("meta"):
+            event["meta"] = entry["meta"]
+        effects.append(EmitEvent(internal_id=event_id, event=event))
+    return effects
 
 
 def finished_data(run: RunState, first: Mapping[str, Any]) -> dict[str, Any]:

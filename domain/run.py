@@ -9,6 +9,7 @@ every caller: ``evolve`` returns a copy, and only ``fold`` mutates the private c
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -74,6 +75,9 @@ class RunState:
     state_size: int = 0
     concurrency: tuple[tuple[str, int], ...] = ()
     finish_timeout_ms: int | None = None
+    #: Defers by hashed id: ``fn_slug``, ``input``, ``meta``, ``status`` (AfterRun, Rejected,
+    #: Aborted), ``size`` (bytes of input).  Replaced, never mutated, by ``evolve``.
+    defers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def exists(self) -> bool:
@@ -151,6 +155,22 @@ def _apply(state: RunState, event: h.HistoryEvent) -> None:
         _memoize(state, event.step_id, event.event)
     elif isinstance(event, h.InvokeCompleted):
         _memoize(state, event.step_id, event.output)
+    elif isinstance(event, h.DeferAdded):
+        if event.step_id not in state.defers:
+            state.defers = {
+                **state.defers,
+                event.step_id: {
+                    "fn_slug": event.fn_slug,
+                    "input": event.input,
+                    "meta": event.meta,
+                    "status": event.status,
+                    "size": len(json.dumps(event.input, separators=(",", ":"))),
+                },
+            }
+    elif isinstance(event, h.DeferAborted):
+        found = state.defers.get(event.step_id)
+        if found is not None and found["status"] == "AfterRun":
+            state.defers = {**state.defers, event.step_id: {**found, "status": "Aborted"}}
     elif isinstance(event, h.DiscoveryScheduled):
         if event.clears_force_step_plan:
             state.force_step_plan = False

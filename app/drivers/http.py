@@ -70,7 +70,12 @@ def request_body(
         "event": events[0] if events else {},
         "events": [] if use_api else events,
         "steps": steps,
-        "defers": {},
+        # Defers already recorded, so the SDK does not report them again; only one that is
+        # still due can be aborted.
+        "defers": {
+            hashed_id: {"abortable": entry["status"] == "AfterRun"}
+            for hashed_id, entry in state.defers.items()
+        },
         "ctx": {
             # fn_id is left out on purpose: its presence turns on the TS SDK's async
             # checkpointing, which this server does not implement (protocol §2.3).

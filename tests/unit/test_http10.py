@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -27,18 +29,39 @@ def test_an_http11_reply_and_a_body_that_names_the_header_are_untouched() -> Non
     assert unframe_http10(body) == body
 
 
-async def _serve_once(reply: bytes) -> tuple[asyncio.Server, str]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        for part in (reply[:20], reply[20:]):  # the head arrives in two reads
-            writer.write(part)
-            await writer.drain()
-            await asyncio.sleep(0.01)
-        writer.close()
+class _Server:
+    """Answers each request with ``reply`` (its head split over two writes), then closes."""
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.done: list[asyncio.Future[None]] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        finished = asyncio.get_running_loop().create_future()
+        self.done.append(finished)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            for part in (self.reply[:20], self.reply[20:]):
+                writer.write(part)
+                await writer.drain()
+                await asyncio.sleep(0.01)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+            finished.set_result(None)
+
+
+@contextlib.asynccontextmanager
+async def _serve(reply: bytes) -> AsyncIterator[str]:
+    handler = _Server(reply)
+    server = await asyncio.start_server(handler.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}/"
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        await asyncio.gather(*handler.done)
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.mark.parametrize(
@@ -50,25 +73,18 @@ async def _serve_once(reply: bytes) -> tuple[asyncio.Server, str]:
     ],
 )
 async def test_the_sdk_client_reads_each_framing(reply: bytes, body: bytes) -> None:
-    server, url = await _serve_once(reply)
     session = new_session(call_timeout=5, max_connections=4)
     try:
-        async with session.post(url, data=b"{}") as response:
+        async with _serve(reply) as url, session.post(url, data=b"{}") as response:
             assert await response.read() == body
     finally:
         await session.close()
-        server.close()
 
 
 async def test_without_the_lenient_protocol_aiohttp_refuses_the_10_reply() -> None:
     # What the lenient protocol is for: aiohttp on its own believes the header.
-    server, url = await _serve_once(
-        b"HTTP/1.0 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n" + WRAPPED
-    )
-    try:
-        async with aiohttp.ClientSession() as session:
-            with pytest.raises(aiohttp.ClientError):
-                async with session.post(url, data=b"{}") as response:
-                    await response.read()
-    finally:
-        server.close()
+    reply = b"HTTP/1.0 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n" + WRAPPED
+    async with _serve(reply) as url, aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientError):
+            async with session.post(url, data=b"{}") as response:
+                await response.read()
