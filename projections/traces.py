@@ -229,8 +229,15 @@ def _ended_step(step: _Step, status: SpanStatus, at: int, key: str | None) -> No
     step.status, step.ended_at, step.output_key, step.retry_at = status, at, key, None
 
 
+#: History ``op`` values of requests the server made for the run (``step.ai.infer``,
+#: ``step.fetch``).
+_GATEWAY_OPS = frozenset({"AIGateway", "Gateway"})
+
+
 def _completed(f: _Folder, e: h.StepCompleted) -> None:
     step = f.step(e.step_id, e.name, e.started_at)
+    if e.op in _GATEWAY_OPS:
+        step.op = StepOp.AI_GATEWAY  # upstream shows step.fetch as AI_GATEWAY too
     key = step_key(e.step_id)
     _attempt(step, _Attempt(e.attempt, SpanStatus.COMPLETED, e.started_at, e.at, key))
     _ended_step(step, SpanStatus.COMPLETED, e.at, key)
