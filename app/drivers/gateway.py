@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
+import logging
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -69,6 +71,34 @@ class OutboundRequest:
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
+#: Set while a gateway request is in flight (see ``_HideGatewayRequests``).
+_IN_FLIGHT: contextvars.ContextVar[bool] = contextvars.ContextVar("gateway", default=False)
+#: httpx logs each request's URL at INFO, httpcore its exchanges at DEBUG.
+_CHATTY_LOGGERS = (
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
+
+
+class _HideGatewayRequests(logging.Filter):
+    """Drops the HTTP libraries' records about gateway requests: a Gemini URL carries the
+    provider key, and a user's ``step.fetch`` URL may carry tokens of theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _IN_FLIGHT.get()
+
+
+def _hide_gateway_requests_from_logs() -> None:
+    for name in _CHATTY_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _HideGatewayRequests) for f in logger.filters):
+            logger.addFilter(_HideGatewayRequests())
+
+
 def new_client(
     *,
     read_timeout: float,
@@ -79,7 +109,9 @@ def new_client(
 
     Nothing is carried between requests: no cookie is ever stored (the jar refuses every
     domain), and no proxy, ``.netrc`` credentials or CA settings come from the environment.
+    The HTTP libraries' own log lines about these requests are suppressed.
     """
+    _hide_gateway_requests_from_logs()
     return httpx.AsyncClient(
         timeout=httpx.Timeout(read_timeout, connect=CONNECT_TIMEOUT),
         follow_redirects=True,
@@ -243,18 +275,9 @@ class _Answer:
 
 async def send(client: httpx.AsyncClient, request: OutboundRequest) -> _Answer | str:
     """The answer, or why there is none (a message free of secrets and of the URL)."""
+    token = _IN_FLIGHT.set(True)
     try:
-        async with client.stream(
-            request.method, request.url, headers=list(request.headers), content=request.body
-        ) as response:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():  # decoded: the cap bounds a zip bomb
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    return "http response size is greater than the limit"
-                chunks.append(chunk)
-            return _Answer(response.status_code, _plain_headers(response), b"".join(chunks))
+        return await _send(client, request)
     except httpx.ConnectError:
         return UNREACHABLE
     except httpx.TimeoutException as exc:
@@ -264,6 +287,22 @@ async def send(client: httpx.AsyncClient, request: OutboundRequest) -> _Answer |
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         detail = _scrub(str(exc), request.secrets) or type(exc).__name__
         return f"error performing request: {detail}"
+    finally:
+        _IN_FLIGHT.reset(token)
+
+
+async def _send(client: httpx.AsyncClient, request: OutboundRequest) -> _Answer | str:
+    async with client.stream(
+        request.method, request.url, headers=list(request.headers), content=request.body
+    ) as response:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():  # decoded: the cap bounds a zip bomb too
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                return "http response size is greater than the limit"
+            chunks.append(chunk)
+        return _Answer(response.status_code, _plain_headers(response), b"".join(chunks))
 
 
 def _plain_headers(response: httpx.Response) -> list[tuple[str, str]]:

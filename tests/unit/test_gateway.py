@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 from collections.abc import Callable
 
 import httpx
@@ -316,3 +317,18 @@ def test_an_op_whose_request_was_not_made_is_retried_not_recorded() -> None:
 
 def _raw(op: Op) -> dict[str, object]:
     return {"id": op.id, "op": op.op.value, "name": op.name, "opts": dict(op.opts)}
+
+
+async def test_the_http_libraries_log_nothing_about_a_gateway_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={})
+
+    caplog.set_level(logging.DEBUG)
+    url = f"https://llm.test/v1beta/models/g:generateContent?key={KEY}"
+    async with client(handler) as http:
+        await g.perform(http, ai_op(format="gemini", url=url))
+        assert KEY not in caplog.text
+        await http.get("https://other.test/")  # the same client outside a gateway request
+    assert "https://other.test/" in caplog.text  # logs as usual
