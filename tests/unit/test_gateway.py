@@ -332,3 +332,17 @@ async def test_the_http_libraries_log_nothing_about_a_gateway_request(
         assert KEY not in caplog.text
         await http.get("https://other.test/")  # the same client outside a gateway request
     assert "https://other.test/" in caplog.text  # logs as usual
+
+
+def test_parallel_requests_are_all_memoized_and_the_sdk_called_again_once() -> None:
+    state, _ = run_through(schedule())
+    ops = (fetch_op(), parse_op({**_raw(fetch_op()), "id": "f2"}))
+    result = OpsReported(
+        ops=ops,
+        request_version=2,
+        performed={"f1": GatewayOutcome(data=1), "f2": GatewayOutcome(data=2)},
+    )
+    decision = decide(state, c.HandleCallResult(call=call(), result=result), ctx())
+    state = fold(decision.events, state)
+    assert state.steps == {"f1": {"data": 1}, "f2": {"data": 2}}
+    assert len([e for e in decision.effects if isinstance(e, Enqueue)]) == 1
