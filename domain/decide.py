@@ -360,6 +360,7 @@ def _step_error(b: _Builder, call: c.Call, result: OpsReported, op: Op, error: A
                 error=dict(error),
                 retry_at=retry_at,
                 started_at=call.started_at,
+                op=op.op.value,
             )
         )
         if retry is None:
@@ -379,6 +380,7 @@ def _step_failed(b: _Builder, call: c.Call, op: Op, error: Any) -> None:
             attempt=call.attempt,
             error=error,
             started_at=call.started_at,
+            op=op.op.value,
         )
     )
     b.step_done(op.id)

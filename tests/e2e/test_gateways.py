@@ -265,6 +265,8 @@ def test_python_ai_infer_fails_with_upstreams_error_after_the_retries(env: Env) 
     assert run["status"] == "Failed", run
     assert len(env.stub.requests(tok)) == 3  # retries: 2, as upstream retries any non-2xx
     assert_rejected(run["output"])
+    ask = trace_step(env.py, run["run_id"], "ask")
+    assert (ask["stepOp"], ask["status"], ask["attempts"]) == ("AI_GATEWAY", "FAILED", 2)
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])

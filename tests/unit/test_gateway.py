@@ -17,10 +17,12 @@ import pytest
 from app.drivers import gateway as g
 from domain import commands as c
 from domain import history as h
+from domain.codec import decode
 from domain.decide import decide
 from domain.effects import Enqueue, RetryCall
 from domain.opcodes import GatewayOutcome, Op, OpsReported, parse_op
 from domain.run import fold
+from projections.traces import SpanStatus, StepOp, fold_trace
 from tests.unit.test_run_state import T0, call, ctx, run_through, schedule
 
 KEY = "sk-secret-provider-key-123"
@@ -346,3 +348,29 @@ def test_parallel_requests_are_all_memoized_and_the_sdk_called_again_once() -> N
     state = fold(decision.events, state)
     assert state.steps == {"f1": {"data": 1}, "f2": {"data": 2}}
     assert len([e for e in decision.effects if isinstance(e, Enqueue)]) == 1
+
+
+# --- how the run shows it -----------------------------------------------------------------
+
+
+def test_a_gateway_step_that_failed_for_good_is_shown_as_an_ai_gateway_span() -> None:
+    error = {"name": "GatewayError", "message": "x"}
+    result = reported(fetch_op(), GatewayOutcome(error=error))
+    _, history = run_through(
+        schedule(),
+        c.HandleCallResult(call=call(attempt=0), result=result),
+        c.HandleCallResult(call=call(attempt=2), result=result),
+    )
+    assert [e.op for e in history if isinstance(e, h.StepErrored | h.StepFailed)] == [
+        "Gateway",
+        "Gateway",
+    ]
+    [span] = fold_trace(history).root.children[:1]
+    assert (span.name, span.step_op, span.status) == ("get", StepOp.AI_GATEWAY, SpanStatus.FAILED)
+
+
+def test_rows_written_before_errors_named_their_op_still_decode() -> None:
+    payload = {"at": 1, "step_id": "s", "name": "s", "attempt": 0, "error": {}, "started_at": 0}
+    assert decode("StepFailed", 1, payload) == h.StepFailed(**payload, op="")
+    old = {**payload, "retry_at": 5}
+    assert decode("StepErrored", 1, old) == h.StepErrored(**old, op="")
