@@ -21,6 +21,7 @@ from litestar.types import Message, Scope
 from psycopg_pool import AsyncConnectionPool
 
 from app.clock import SystemClock
+from app.drivers import gateway
 from app.drivers import http as driver
 from app.engine.crons import run_cron_loop
 from app.engine.handlers import build_handlers
@@ -63,6 +64,8 @@ class Services:
     http: httpx.AsyncClient | None = None
     #: The client for SDK calls, the hot path; see ``app/drivers/http.py``.
     calls: aiohttp.ClientSession | None = None
+    #: The client for requests made on a run's behalf (``step.fetch``, ``step.ai.infer``).
+    gateway: httpx.AsyncClient | None = None
     worker: Worker | None = None
     functions: FunctionCache = field(default_factory=FunctionCache)
     #: Which functions an event name triggers (see ``app/registry/cache.py``).
@@ -84,6 +87,11 @@ class Services:
     def client(self) -> aiohttp.ClientSession:
         assert self.calls is not None, "services not started"
         return self.calls
+
+    @property
+    def outbound(self) -> httpx.AsyncClient:
+        assert self.gateway is not None, "services not started"
+        return self.gateway
 
     @property
     def db(self) -> AsyncConnectionPool[AsyncConn]:
@@ -110,6 +118,7 @@ class Services:
         self.calls = driver.new_session(
             call_timeout=s.call_timeout, max_connections=max(64, s.workers * 2)
         )
+        self.gateway = gateway.new_client(read_timeout=s.call_timeout)
         if s.run_workers and s.workers > 0:
             self.worker = Worker(
                 self.pools.engine,
@@ -151,6 +160,8 @@ class Services:
             await self.http.aclose()
         if self.calls is not None:
             await self.calls.close()
+        if self.gateway is not None:
+            await self.gateway.aclose()
         if self.pools is not None:
             await self.pools.close()
 

@@ -16,8 +16,16 @@ from domain.history import HISTORY_TYPES, HistoryEvent
 
 Payload = dict[str, Any]
 
+def _op_unrecorded(payload: Payload) -> Payload:
+    return {**payload, "op": ""}
+
+
 #: (type name, stored version) -> function producing the payload of version + 1.
-UPCASTERS: dict[tuple[str, int], Callable[[Payload], Payload]] = {}
+UPCASTERS: dict[tuple[str, int], Callable[[Payload], Payload]] = {
+    # v2 names the failed op (so a trace can show a failed step.ai.infer as one); v1 did not.
+    ("StepErrored", 1): _op_unrecorded,
+    ("StepFailed", 1): _op_unrecorded,
+}
 
 _TUPLE_FIELDS: dict[str, frozenset[str]] = {}
 

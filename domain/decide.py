@@ -25,10 +25,12 @@ from domain.effects import ClearPause, CreatePause, Decision, Effect, EmitEvent,
 from domain.ids import deterministic_uuid
 from domain.lifecycle import finish_effects
 from domain.opcodes import (
+    GATEWAYS,
     LAZY,
     PRIORITY,
     CallFailed,
     FunctionReturned,
+    GatewayOutcome,
     Op,
     Opcode,
     OpsReported,
@@ -264,6 +266,12 @@ def _handle_ops(b: _Builder, call: c.Call, result: OpsReported) -> None:
 COMPLETE_STEP_ID = hashlib.sha1(b"complete").hexdigest()
 
 
+#: Ops whose memo is written while handling the response that reported them.
+_MEMOIZED_NOW = frozenset(
+    {Opcode.STEP_RUN, Opcode.STEP, Opcode.STEP_ERROR, Opcode.STEP_FAILED, *GATEWAYS}
+)
+
+
 def _handle_op(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
     now = b.ctx.now_ms
     if op.id == COMPLETE_STEP_ID and op.op in (Opcode.STEP_ERROR, Opcode.STEP_FAILED):
@@ -280,35 +288,11 @@ def _handle_op(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
             CallFailed(error=error, retryable=retryable, retry_after_ms=result.retry_after_ms),
         )
         return
-    if op.op in (Opcode.STEP_RUN, Opcode.STEP, Opcode.STEP_ERROR, Opcode.STEP_FAILED) and (
-        len(b.state.steps) >= MAX_STEPS
-    ):
+    if op.op in _MEMOIZED_NOW and len(b.state.steps) >= MAX_STEPS:
         b.fail_run("InngestErrFunctionOverflowed", f"function exceeded {MAX_STEPS} steps")
         return
     if op.op in (Opcode.STEP_RUN, Opcode.STEP):
-        if op.id in b.state.steps:
-            return  # already recorded: a duplicate report is a no-op
-        output = {"data": op.data} if op.op is Opcode.STEP_RUN else op.data
-        size = len(json.dumps(output, separators=(",", ":")))
-        if b.state.state_size + size > MAX_STATE_BYTES:
-            b.fail_run(
-                "InngestErrStateOverflowed",
-                f"The function run exceeded the state size limit of {MAX_STATE_BYTES} bytes.",
-            )
-            return
-        b.emit(
-            h.StepCompleted(
-                at=now,
-                step_id=op.id,
-                name=op.ui_name,
-                output=output,
-                attempt=call.attempt,
-                started_at=call.started_at,
-                op=op.op.value,
-                size=size,
-            )
-        )
-        b.step_done(op.id)
+        _complete(b, call, op, {"data": op.data} if op.op is Opcode.STEP_RUN else op.data)
     elif op.op is Opcode.STEP_ERROR:
         _step_error(b, call, result, op)
     elif op.op is Opcode.STEP_FAILED:
@@ -338,7 +322,9 @@ def _handle_op(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
         found = b.state.defers.get(target)
         if found is not None and found["status"] == "AfterRun":
             b.emit(h.DeferAborted(at=now, step_id=target))
-    elif op.op in (Opcode.GATEWAY, Opcode.AI_GATEWAY, Opcode.WAIT_FOR_SIGNAL):
+    elif op.op in GATEWAYS:
+        _gateway(b, call, result, op)
+    elif op.op is Opcode.WAIT_FOR_SIGNAL:
         _step_failed(
             b, call, op, {"name": "Error", "message": f"{op.op.value} is not supported by Stepwell"}
         )
@@ -386,12 +372,63 @@ def _defer_add(b: _Builder, op: Op) -> None:
     )
 
 
-def _step_error(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
-    error = (
-        op.error if isinstance(op.error, Mapping) else {"name": "Error", "message": str(op.error)}
+def _complete(b: _Builder, call: c.Call, op: Op, output: Any) -> None:
+    """Record a step's memo, unless it has one (first write wins) or it would overflow."""
+    if op.id in b.state.steps:
+        return  # already recorded: a duplicate report is a no-op
+    size = len(json.dumps(output, separators=(",", ":")))
+    if b.state.state_size + size > MAX_STATE_BYTES:
+        b.fail_run(
+            "InngestErrStateOverflowed",
+            f"The function run exceeded the state size limit of {MAX_STATE_BYTES} bytes.",
+        )
+        return
+    b.emit(
+        h.StepCompleted(
+            at=b.ctx.now_ms,
+            step_id=op.id,
+            name=op.ui_name,
+            output=output,
+            attempt=call.attempt,
+            started_at=call.started_at,
+            op=op.op.value,
+            size=size,
+        )
     )
+    b.step_done(op.id)
+
+
+def _gateway(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
+    """The server made the op's request (see ``app/drivers/gateway.py``): memoize its outcome.
+
+    As upstream: success is ``{"data": …}``; a failed request (or, for AI, a non-2xx answer)
+    retries the call — the SDK reports the op again and the request is made again — while
+    attempts remain, and on the last one is memoized as ``{"error": …}`` for the SDK to throw.
+    """
+    if op.id in b.state.steps:
+        return
+    outcome = result.performed.get(op.id)
+    if outcome is None:  # no request was made for it (not expected): try again, as a failure
+        name = "AIGatewayError" if op.op is Opcode.AI_GATEWAY else "GatewayError"
+        outcome = GatewayOutcome(error={"name": name, "message": "the request was not made"})
+    if outcome.error is None:
+        _complete(b, call, op, {"data": outcome.data})
+    else:
+        _step_error(b, call, result, op, outcome.error)
+
+
+def _step_error(b: _Builder, call: c.Call, result: OpsReported, op: Op, error: Any = None) -> None:
+    error = op.error if error is None else error
+    if not isinstance(error, Mapping):
+        error = {"name": "Error", "message": str(error)}
     if backoff.should_retry(call.attempt, b.state.max_attempts, result.no_retry):
-        retry_at = _retry_time(b, call.attempt, result.retry_after_ms)
+        # Several ops of one response may fail: the call is retried once, at one time.
+        retry = next((e for e in b.effects if isinstance(e, RetryCall)), None)
+        retry_at = (
+            retry.available_at
+            if retry is not None
+            else _retry_time(b, call.attempt, result.retry_after_ms)
+        )
         b.emit(
             h.StepErrored(
                 at=b.ctx.now_ms,
@@ -401,9 +438,11 @@ def _step_error(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
                 error=dict(error),
                 retry_at=retry_at,
                 started_at=call.started_at,
+                op=op.op.value,
             )
         )
-        b.effects.append(RetryCall(available_at=retry_at, attempt=call.attempt + 1))
+        if retry is None:
+            b.effects.append(RetryCall(available_at=retry_at, attempt=call.attempt + 1))
     else:
         _step_failed(b, call, op, error)
 
@@ -419,6 +458,7 @@ def _step_failed(b: _Builder, call: c.Call, op: Op, error: Any) -> None:
             attempt=call.attempt,
             error=error,
             started_at=call.started_at,
+            op=op.op.value,
         )
     )
     b.step_done(op.id)

@@ -88,23 +88,31 @@ class StepErrored(HistoryEvent):
     whose function body raised.
     """
 
+    SCHEMA_VERSION: ClassVar[int] = 2
+
     step_id: str
     name: str
     attempt: int
     error: JSON
     retry_at: int
     started_at: int
+    #: The op that failed (e.g. ``StepError``, ``AIGateway``); "" for a failed call (v1 rows).
+    op: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepFailed(HistoryEvent):
     """A step failed for good; the SDK will see ``{"error": error}`` as its memo."""
 
+    SCHEMA_VERSION: ClassVar[int] = 2
+
     step_id: str
     name: str
     attempt: int
     error: JSON
     started_at: int
+    #: The op that failed (e.g. ``StepFailed``, ``Gateway``); "" in v1 rows.
+    op: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,6 +4,10 @@ The HTTP (or Connect) driver turns a response into a ``CallResult``: the functio
 (``FunctionReturned``), reported steps (``OpsReported``), or failed (``CallFailed``).  Op
 parsing is lenient the way the SDKs need it to be: names are matched case-insensitively, a bare
 object is accepted where an array is expected, unknown fields are ignored.
+
+``Gateway`` and ``AIGateway`` ops ask the server itself to make an HTTP request; the executor
+makes it before deciding and hands what came of it to ``decide`` as data
+(``OpsReported.performed``, a ``GatewayOutcome`` per op id), so that ``decide`` stays pure.
 """
 
 from __future__ import annotations
@@ -98,6 +102,23 @@ class FunctionReturned:
     request_version: int = -1
 
 
+#: Ops whose request the server makes on the run's behalf.
+GATEWAYS = frozenset({Opcode.GATEWAY, Opcode.AI_GATEWAY})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayOutcome:
+    """What the server's request for a ``Gateway``/``AIGateway`` op came to.
+
+    ``data`` is the step's value on success (memoized as ``{"data": data}``); otherwise
+    ``error`` is a ``GatewayError``/``AIGatewayError`` StandardError, which retries the call
+    while attempts remain and is memoized as ``{"error": error}`` on the last one.
+    """
+
+    data: Any = None
+    error: Mapping[str, Any] | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OpsReported:
     """206 from an SDK: steps to record or schedule."""
@@ -107,6 +128,8 @@ class OpsReported:
     #: ``X-Inngest-No-Retry: true`` rode along: a StepError in ``ops`` is final.
     no_retry: bool = False
     retry_after_ms: int | None = None
+    #: Op id -> the outcome of the request the server made for that gateway op.
+    performed: Mapping[str, GatewayOutcome] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

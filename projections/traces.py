@@ -229,8 +229,19 @@ def _ended_step(step: _Step, status: SpanStatus, at: int, key: str | None) -> No
     step.status, step.ended_at, step.output_key, step.retry_at = status, at, key, None
 
 
+#: History ``op`` values of requests the server made for the run (``step.ai.infer``,
+#: ``step.fetch``).
+_GATEWAY_OPS = frozenset({"AIGateway", "Gateway"})
+
+
+def _mark_gateway(step: _Step, op: str) -> None:
+    if op in _GATEWAY_OPS:
+        step.op = StepOp.AI_GATEWAY  # upstream shows step.fetch as AI_GATEWAY too
+
+
 def _completed(f: _Folder, e: h.StepCompleted) -> None:
     step = f.step(e.step_id, e.name, e.started_at)
+    _mark_gateway(step, e.op)
     key = step_key(e.step_id)
     _attempt(step, _Attempt(e.attempt, SpanStatus.COMPLETED, e.started_at, e.at, key))
     _ended_step(step, SpanStatus.COMPLETED, e.at, key)
@@ -242,6 +253,8 @@ def _completed(f: _Folder, e: h.StepCompleted) -> None:
 
 def _errored(f: _Folder, e: h.StepErrored) -> None:
     step = f.body if e.step_id == BODY_STEP else f.step(e.step_id, e.name, e.started_at)
+    if step is not f.body:
+        _mark_gateway(step, e.op)
     key = attempt_key(e.step_id, e.attempt)
     _attempt(step, _Attempt(e.attempt, SpanStatus.FAILED, e.started_at, e.at, key))
     step.status, step.retry_at = SpanStatus.RUNNING, e.retry_at
@@ -250,6 +263,7 @@ def _errored(f: _Folder, e: h.StepErrored) -> None:
 
 def _failed(f: _Folder, e: h.StepFailed) -> None:
     step = f.step(e.step_id, e.name, e.started_at)
+    _mark_gateway(step, e.op)
     key = step_key(e.step_id)
     _attempt(step, _Attempt(e.attempt, SpanStatus.FAILED, e.started_at, e.at, key))
     _ended_step(step, SpanStatus.FAILED, e.at, key)

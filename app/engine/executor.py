@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from app.drivers import gateway
 from app.drivers import http as driver
 from app.engine.cancellations import cancel_reason, matching_rule
 from app.engine.pauses import catch_up_wait
@@ -23,7 +24,7 @@ from app.store.queue import ack_item
 from domain import commands as c
 from domain.decide import INVOKE_TIMEOUT_ERROR
 from domain.effects import CreatePause
-from domain.opcodes import CallFailed, CallResult
+from domain.opcodes import CallFailed, CallResult, OpsReported
 from domain.queue import ClaimedItem
 
 if TYPE_CHECKING:
@@ -94,6 +95,9 @@ async def execute_call(services: Services, item: ClaimedItem) -> ClaimedItem | N
             services.clock.now_ms(),
             signing_keys=services.settings.response_keys,
         )
+        if isinstance(result, OpsReported):
+            # step.fetch / step.ai.infer: the server makes the request, under this item's lease.
+            result = await gateway.perform_ops(services.outbound, result, state.steps)
     call = c.Call(
         step_id=step_id, attempt=item.attempt, max_attempts=state.max_attempts, started_at=started
     )

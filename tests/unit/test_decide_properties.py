@@ -22,7 +22,14 @@ from domain import commands as c
 from domain import history as h
 from domain.codec import decode, encode
 from domain.decide import DecideContext, decide
-from domain.opcodes import CallFailed, FunctionReturned, Opcode, OpsReported, parse_ops
+from domain.opcodes import (
+    CallFailed,
+    FunctionReturned,
+    GatewayOutcome,
+    Opcode,
+    OpsReported,
+    parse_ops,
+)
 from domain.run import RunState, evolve, fold
 
 T0 = 1_800_000_000_000
@@ -107,6 +114,11 @@ def raw_ops(draw: st.DrawFn) -> dict[str, Any]:
 
 
 versions = st.sampled_from([-1, 1, 2])
+#: What the server's request for a Gateway/AIGateway op came to (``app/drivers/gateway.py``).
+gateway_outcomes = st.builds(GatewayOutcome, data=json_values) | st.builds(
+    GatewayOutcome,
+    error=st.fixed_dictionaries({"name": st.just("GatewayError"), "message": st.text(max_size=8)}),
+)
 call_results = st.one_of(
     st.builds(
         OpsReported,
@@ -114,6 +126,7 @@ call_results = st.one_of(
         request_version=versions,
         no_retry=st.booleans(),
         retry_after_ms=st.none() | st.integers(T0, T0 + 10**8),
+        performed=st.dictionaries(step_ids, gateway_outcomes, max_size=2),
     ),
     st.builds(FunctionReturned, output=json_values, request_version=versions),
     st.builds(
