@@ -30,6 +30,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -191,7 +192,19 @@ def _merge(
     defaults: list[tuple[str, str]], given: list[tuple[str, str]]
 ) -> tuple[tuple[str, str], ...]:
     named = {k.lower() for k, _ in given}
-    return tuple([(k, v) for k, v in defaults if k.lower() not in named] + given)
+    merged = [(k, v) for k, v in defaults if k.lower() not in named] + given
+    return tuple((canonical_header(k), v) for k, v in merged)
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def canonical_header(name: str) -> str:
+    """``x-api-key`` as Go's ``net/http`` sends it, ``X-Api-Key``: upstream's requests carry
+    their header names in this form, and a server that compares names by case sees that."""
+    if not _TOKEN.fullmatch(name):
+        return name  # as Go: a name that is not a token is left alone
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
 def _with_query_key(url: str, key: str) -> str:
@@ -250,11 +263,6 @@ def ai_error(request: OutboundRequest, message: str, body: bytes = b"") -> Gatew
     with contextlib.suppress(ValueError):
         error["data"] = json.loads(text)
     return GatewayOutcome(error=error)
-
-
-def canonical_header(name: str) -> str:
-    """Go's ``CanonicalMIMEHeaderKey``: ``content-type`` -> ``Content-Type``."""
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
 def _scrub(text: str, secrets: Iterable[str]) -> str:

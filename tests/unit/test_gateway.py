@@ -75,6 +75,14 @@ def test_ai_requests_carry_the_key_where_the_format_wants_it(
     assert json.loads(request.body or b"") == ai_op().opts["body"]
 
 
+def test_header_names_go_out_in_gos_canonical_form() -> None:
+    # The Python SDK's own ai_infer test reads the provider request's headers by exact name.
+    opts = ai_op(format="anthropic", headers={"x-my-header": "v", "bad name": "w"}).opts
+    names = [k for k, _ in g.build_ai(opts).headers]
+    assert {"X-Api-Key", "X-My-Header", "Content-Type", "User-Agent", "bad name"} <= set(names)
+    assert g.canonical_header("WWW-authenticate") == "Www-Authenticate"
+
+
 def test_gemini_puts_the_key_in_the_query_once_with_names_sorted() -> None:
     url = f"https://llm.test/v1beta/models/g:generateContent?key={KEY}&alt=json"
     request = g.build_ai(ai_op(format="gemini", url=url).opts)
