@@ -35,6 +35,7 @@ from domain.opcodes import (
 from domain.queue import DISCOVERY_STEP, ItemKind, ItemSpec, step_job_id
 from domain.run import RunState, evolve
 from domain.schedule import schedule, score, timeout_item
+from domain.sdk_errors import plain_error
 
 MAX_STEPS = 1000
 MAX_STATE_BYTES = 32 * 1024 * 1024
@@ -167,7 +168,7 @@ class _Builder:
         self.effects.extend(finish_effects(self.state, self.ctx.new_id, self.ctx.now_ms))
 
     def fail_run(self, name: str, message: str) -> None:
-        self.finish(h.RunFailed(at=self.ctx.now_ms, error={"name": name, "message": message}))
+        self.finish(h.RunFailed(at=self.ctx.now_ms, error=plain_error(name, message)))
 
 
 def pause_id(run_id: str, step_id: str) -> str:
@@ -218,7 +219,7 @@ def _call_failed(b: _Builder, call: c.Call, result: CallFailed) -> None:
         )
         b.effects.append(RetryCall(available_at=retry_at, attempt=call.attempt + 1))
     else:
-        b.finish(h.RunFailed(at=b.ctx.now_ms, error=dict(result.error)))
+        b.finish(h.RunFailed(at=b.ctx.now_ms, error=dict(result.error), reason=result.reason))
 
 
 def _handle_ops(b: _Builder, call: c.Call, result: OpsReported) -> None:
