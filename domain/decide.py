@@ -38,6 +38,7 @@ from domain.opcodes import (
 from domain.queue import DISCOVERY_STEP, ItemKind, ItemSpec, step_job_id
 from domain.run import RunState, evolve
 from domain.schedule import schedule, score, timeout_item
+from domain.sdk_errors import failure_reason, plain_error
 
 MAX_STEPS = 1000
 MAX_STATE_BYTES = 32 * 1024 * 1024
@@ -174,7 +175,7 @@ class _Builder:
         self.effects.extend(finish_effects(self.state, self.ctx.new_id, self.ctx.now_ms))
 
     def fail_run(self, name: str, message: str) -> None:
-        self.finish(h.RunFailed(at=self.ctx.now_ms, error={"name": name, "message": message}))
+        self.finish(h.RunFailed(at=self.ctx.now_ms, error=plain_error(name, message)))
 
 
 def pause_id(run_id: str, step_id: str) -> str:
@@ -225,7 +226,7 @@ def _call_failed(b: _Builder, call: c.Call, result: CallFailed) -> None:
         )
         b.effects.append(RetryCall(available_at=retry_at, attempt=call.attempt + 1))
     else:
-        b.finish(h.RunFailed(at=b.ctx.now_ms, error=dict(result.error)))
+        b.finish(h.RunFailed(at=b.ctx.now_ms, error=dict(result.error), reason=result.reason))
 
 
 def _handle_ops(b: _Builder, call: c.Call, result: OpsReported) -> None:
@@ -282,11 +283,13 @@ def _handle_op(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
             else {"name": "Error", "message": str(op.error)}
         )
         retryable = op.op is Opcode.STEP_ERROR and not result.no_retry
-        _call_failed(
-            b,
-            call,
-            CallFailed(error=error, retryable=retryable, retry_after_ms=result.retry_after_ms),
+        failed = CallFailed(
+            error=error,
+            reason=failure_reason(500, not retryable),  # what its plain answer would say
+            retryable=retryable,
+            retry_after_ms=result.retry_after_ms,
         )
+        _call_failed(b, call, failed)
         return
     if op.op in _MEMOIZED_NOW and len(b.state.steps) >= MAX_STEPS:
         b.fail_run("InngestErrFunctionOverflowed", f"function exceeded {MAX_STEPS} steps")

@@ -222,7 +222,11 @@ class RunCompleted(HistoryEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFailed(HistoryEvent):
+    """The run failed; ``error`` is the SDK's error object verbatim (``domain.sdk_errors``)."""
+
     error: JSON
+    #: The transport's view of the last attempt (``invalid status code: 500``), if there was one.
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

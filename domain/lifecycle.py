@@ -3,7 +3,8 @@
 Rules (protocol §4.3, semantics §1.8): one ``function.finished`` per run with a fresh id, plus
 ``function.failed`` / ``function.cancelled`` whose id is the run id (so downstream consumers can
 dedupe); runs triggered by ``function.finished``/``function.failed`` emit nothing, so an
-onFailure handler cannot trigger itself.
+onFailure handler cannot trigger itself.  A failed run's ``error`` is Inngest's StandardError
+of the SDK's error, its ``result`` the SDK's error itself (``domain.sdk_errors``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from domain.effects import Effect, EmitEvent, FinishRun
 from domain.ids import deterministic_ulid, is_ulid, ulid_ms
 from domain.run import RunState, RunStatus
+from domain.sdk_errors import standard_error
 
 FINISHED = "inngest/function.finished"
 FAILED = "inngest/function.failed"
@@ -82,7 +84,10 @@ def finished_data(run: RunState, first: Mapping[str, Any]) -> dict[str, Any]:
         # resumes with {"data": result} only when the key exists.
         data["result"] = run.output
     elif run.status is RunStatus.FAILED:
-        data["error"] = run.error
+        # Inngest's StandardError, which onFailure handlers and invoking parents read; the
+        # SDK's own object, with every field it sent (``code``…), rides along in ``result``.
+        data["error"] = standard_error(run.error, run.failure_reason)
+        data["result"] = run.error
     elif run.status is RunStatus.CANCELLED:
         data["error"] = {"name": "InngestCancelled", "message": "function run was cancelled"}
     correlation = correlation_id(first)

@@ -136,10 +136,14 @@ class OpsReported:
 class CallFailed:
     """The call failed: the function raised, the transport broke, or the reply was no SDK's.
 
-    ``error`` is a StandardError-shaped dict (``name``, ``message``, ``stack``?).
+    ``error`` is the error object exactly as the SDK sent it (``domain.sdk_errors``), or one
+    Stepwell made (``name``, ``message``) when there was no SDK reply to take it from.
     """
 
     error: Mapping[str, Any]
+    #: The transport's view of the failure (``invalid status code: 500``), for the StandardError
+    #: of the lifecycle events; None when the call got no reply.
+    reason: str | None = None
     retryable: bool = True
     retry_after_ms: int | None = None
     status: int | None = None

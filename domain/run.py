@@ -71,6 +71,8 @@ class RunState:
     waiting: dict[str, str] = field(default_factory=dict)
     output: Any = None
     error: Any = None
+    #: ``RunFailed.reason``: the transport's view of the failing attempt.
+    failure_reason: str | None = None
     #: Bytes of memoized step output so far (Inngest's per-run state limit applies to it).
     state_size: int = 0
     concurrency: tuple[tuple[str, int], ...] = ()
@@ -210,6 +212,7 @@ def _finish(state: RunState, event: h.HistoryEvent) -> None:
     elif isinstance(event, h.RunFailed):
         state.status = RunStatus.FAILED
         state.error = event.error
+        state.failure_reason = event.reason
     elif isinstance(event, h.RunCancelled):
         state.status = RunStatus.CANCELLED
     elif isinstance(event, h.RunSkipped):

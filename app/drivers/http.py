@@ -36,6 +36,7 @@ from domain.opcodes import (
     parse_ops,
 )
 from domain.run import RunState
+from domain.sdk_errors import failure_reason, plain_error, sdk_error
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # beyond this the SDK fetches state itself (use_api)
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -193,12 +194,12 @@ async def call(
     except TimeoutError:  # aiohttp's socket timeouts are TimeoutErrors too
         waited = client.timeout.sock_read
         return CallFailed(
-            error=_error(
+            error=plain_error(
                 "Error", f"request to SDK failed: ReadTimeout (no data from the SDK for {waited}s)"
             )
         )
     except (aiohttp.ClientError, ValueError) as exc:
-        return CallFailed(error=_error("Error", f"request to SDK failed: {exc!r}"))
+        return CallFailed(error=plain_error("Error", f"request to SDK failed: {exc!r}"))
     # The SDK signs as it answers, which may be long after ``now_ms`` (a call runs up to the call
     # timeout): judge the signature's age, and Retry-After, from when the reply arrived.
     received_ms = now_ms + round((time.monotonic() - sent) * 1000)
@@ -244,7 +245,9 @@ def _classify(
     retry_after = _retry_after(headers, now_ms)
     if len(content) > MAX_RESPONSE_BYTES:
         return CallFailed(
-            error=_error("InngestErrResponseTooLarge", "the SDK response is larger than 8 MiB"),
+            error=plain_error(
+                "InngestErrResponseTooLarge", "the SDK response is larger than 8 MiB"
+            ),
             retryable=False,
             status=status,
             request_version=version,
@@ -264,11 +267,11 @@ def _classify(
         if distrust is not None:
             # Retryable, so a key rotation in progress recovers; nothing of the reply is used,
             # not even its version, No-Retry or Retry-After headers.
-            return CallFailed(error=_error(RESPONSE_SIGNATURE_ERROR, distrust), status=status)
+            return CallFailed(error=plain_error(RESPONSE_SIGNATURE_ERROR, distrust), status=status)
     from_sdk = "x-inngest-sdk" in headers
     if 200 <= status < 300 and not from_sdk:
         return CallFailed(
-            error=_error(
+            error=plain_error(
                 "Error",
                 f"the URL answered {status} but is not an Inngest SDK (no X-Inngest-SDK header)",
             ),
@@ -281,13 +284,14 @@ def _classify(
             ops = parse_ops(body.value if body.ok else None)
         except InvalidOp as exc:
             return CallFailed(
-                error=_error("Error", f"invalid ops from SDK: {exc}"),
+                error=plain_error("Error", f"invalid ops from SDK: {exc}"),
                 status=status,
                 request_version=version,
             )
         if not body.ok:
             return CallFailed(
-                error=_error("Error", "SDK replied 206 with a body that is not JSON"), status=status
+                error=plain_error("Error", "SDK replied 206 with a body that is not JSON"),
+                status=status,
             )
         return OpsReported(
             ops=ops, request_version=version, no_retry=no_retry, retry_after_ms=retry_after
@@ -298,7 +302,10 @@ def _classify(
             request_version=version,
         )
     return CallFailed(
-        error=standard_error(body.value if body.ok else content.decode(errors="replace"), status),
+        error=sdk_error(
+            body.value if body.ok else content.decode(errors="replace"), status, from_sdk=from_sdk
+        ),
+        reason=failure_reason(status, no_retry),
         retryable=not no_retry,
         retry_after_ms=retry_after,
         status=status,
@@ -312,38 +319,13 @@ def _unwrap_stream(
     body = _json(content.strip())
     wrapped = body.value if body.ok else None
     if not isinstance(wrapped, Mapping) or "status" not in wrapped:
-        return CallFailed(error=_error("Error", "malformed streaming response from SDK"))
+        return CallFailed(error=plain_error("Error", "malformed streaming response from SDK"))
     inner = wrapped.get("body")
     raw = inner.encode() if isinstance(inner, str) else json.dumps(inner).encode()
     headers = {str(k).lower(): str(v) for k, v in (wrapped.get("headers") or {}).items()}
     # A wrapped reply that does not name its SDK is the streaming SDK's (the 201 names it).
     headers.setdefault("x-inngest-sdk", outer.get("x-inngest-sdk") or "streamed")
     return _classify(int(wrapped["status"]), headers, raw, now_ms, signing_keys, streamed=True)
-
-
-def standard_error(body: Any, status: int | None = None) -> dict[str, Any]:
-    """Inngest's StandardError from an SDK error body: name, message, stack (+ cause)."""
-    if isinstance(body, Mapping):
-        nested = body.get("error")
-        inner: Mapping[str, Any] = nested if isinstance(nested, Mapping) else body
-        name = inner.get("name") or "Error"
-        message = (
-            inner.get("message")
-            or (body.get("error") if isinstance(body.get("error"), str) else None)
-            or "Function execution error"
-        )
-        error: dict[str, Any] = {"name": str(name), "message": str(message)}
-        if inner.get("stack"):
-            error["stack"] = str(inner["stack"])
-        if inner.get("cause") is not None:
-            error["cause"] = inner["cause"]
-        return error
-    text = body if isinstance(body, str) and body else f"SDK answered HTTP {status}"
-    return _error("Error", text)
-
-
-def _error(name: str, message: str) -> dict[str, Any]:
-    return {"name": name, "message": message}
 
 
 @dataclass(frozen=True, slots=True)

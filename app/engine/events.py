@@ -212,7 +212,8 @@ async def _resume_command(
     context = f"event {internal_id}, {kind} of step {step_id!r}"
     if kind == "invoke":
         data = event.get("data") or {}
-        output = {"data": data["result"]} if "result" in data else {"error": data.get("error")}
+        # An error wins, as in Inngest: a failed run's event carries its SDK error in "result" too.
+        output = {"error": data["error"]} if "error" in data else {"data": data.get("result")}
         return c.CompleteInvoke(
             step_id=step_id, output=output, child_run_id=str(data.get("run_id") or "") or None
         )

@@ -32,8 +32,16 @@ class ErrorView:
     name: str | None
     message: str
     stack: str | None
+    #: The SDK's error code (``step_errored``, ``non_retriable_error``, ``unknown``…), if sent.
+    code: str | None = None
     #: The whole error as JSON text when it has no message (then nothing else says what it was).
     raw: str | None = None
+    #: Every other field the SDK sent (``cause``, ``data``…) as JSON text, so none is hidden.
+    extra: str | None = None
+
+
+#: The fields an ``ErrorView`` shows on their own.
+_SHOWN = frozenset({"name", "message", "stack", "code"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,17 +74,24 @@ class Row:
 
 
 def error_view(error: Any) -> ErrorView:
-    """An SDK error object (``name``, ``message``, ``stack``) in displayable form."""
+    """An SDK error object (``name``, ``message``, ``stack``, ``code``…) in displayable form."""
     if not isinstance(error, dict):
         text = error if isinstance(error, str) else json.dumps(error, indent=2, default=str)
         return ErrorView(name=None, message=str(text), stack=None)
     message, name, stack = error.get("message"), error.get("name"), error.get("stack")
-    raw = None if message else json.dumps(error, indent=2, default=str)
+    code = error.get("code")
+    if not message:
+        raw, extra = json.dumps(error, indent=2, default=str), None
+    else:
+        others = {k: v for k, v in error.items() if k not in _SHOWN}
+        raw, extra = None, json.dumps(others, indent=2, default=str) if others else None
     return ErrorView(
         name=None if name is None else str(name),
         message=str(message) if message else "(no message)",
         stack=None if stack is None else str(stack),
+        code=None if code is None else str(code),
         raw=raw,
+        extra=extra,
     )
 
 

@@ -135,7 +135,8 @@ def test_error_replies_are_retryable_unless_the_sdk_says_no_retry(
     body = b'{"name":"ValueError","message":"bad","stack":"tb","code":"x"}'
     result = driver.classify(500, headers, body, T0)
     assert isinstance(result, CallFailed) and result.retryable is retryable
-    assert result.error == {"name": "ValueError", "message": "bad", "stack": "tb"}
+    assert result.error == {"name": "ValueError", "message": "bad", "stack": "tb", "code": "x"}
+    assert result.reason == ("invalid status code: 500" if retryable else "NonRetriableError")
 
 
 def test_retry_after_seconds_sets_the_retry_time() -> None:
