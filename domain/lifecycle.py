@@ -51,11 +51,10 @@ def defer_effects(after: RunState, now_ms: int) -> list[Effect]:
     companion function's trigger (``event.data._inngest.fn_slug == '<slug>'``) picks it up.
     """
     effects: list[Effect] = []
-    ms = ulid_ms(after.run_id) if is_ulid(after.run_id) else now_ms
     for hashed_id, entry in after.defers.items():
         if entry["status"] != "AfterRun":
             continue
-        event_id = deterministic_ulid(ms, f"defer-event:{after.run_id}:{hashed_id}")
+        event_id = defer_event_id(after.run_id, hashed_id, now_ms)
         data = dict(entry["input"] or {})
         data["_inngest"] = {
             "fn_slug": entry["fn_slug"],
@@ -69,6 +68,12 @@ def defer_effects(after: RunState, now_ms: int) -> list[Effect]:
             event["meta"] = entry["meta"]
         effects.append(EmitEvent(internal_id=event_id, event=event))
     return effects
+
+
+def defer_event_id(run_id: str, hashed_id: str, now_ms: int) -> str:
+    """The id of the ``deferred.schedule`` event of defer ``hashed_id`` of run ``run_id``."""
+    ms = ulid_ms(run_id) if is_ulid(run_id) else now_ms
+    return deterministic_ulid(ms, f"defer-event:{run_id}:{hashed_id}")
 
 
 def finished_data(run: RunState, first: Mapping[str, Any]) -> dict[str, Any]:

@@ -162,6 +162,8 @@ def _apply(state: RunState, event: h.HistoryEvent) -> None:
             state.defers = {
                 **state.defers,
                 event.step_id: {
+                    "name": event.name,
+                    "reason": event.reason,
                     "fn_slug": event.fn_slug,
                     "input": event.input,
                     "meta": event.meta,

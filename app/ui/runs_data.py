@@ -25,6 +25,8 @@ from app.ui.timeline import Output, Row
 from domain import history as h
 from domain.events import INVOKED_EVENT_NAME
 from domain.ids import is_ulid
+from domain.lifecycle import defer_event_id
+from domain.run import RunState, fold
 from projections.runs import RunRow
 from projections.traces import RUN_OUTPUT, fold_trace
 
@@ -75,6 +77,34 @@ class RunPage:
     steps: list[tuple[str, str]]
     #: The run's items set aside after failing internally, newest first.
     dead_letters: list[dead_store.DeadLetter]
+    #: What ``defer()`` asked for, in the order the SDK reported it.
+    defers: list[DeferItem]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeferItem:
+    name: str
+    fn_slug: str
+    #: AfterRun (still due, or scheduled once the run ended), Rejected or Aborted.
+    status: str
+    reason: str
+    #: The ``inngest/deferred.schedule`` event, once the run has ended and it was sent.
+    event_id: str | None
+
+
+def defer_items(state: RunState) -> list[DeferItem]:
+    return [
+        DeferItem(
+            name=str(entry.get("name") or hashed_id),
+            fn_slug=str(entry["fn_slug"]),
+            status=str(entry["status"]),
+            reason=str(entry.get("reason") or ""),
+            event_id=defer_event_id(state.run_id, hashed_id, 0)
+            if state.is_finished and entry["status"] == "AfterRun"
+            else None,
+        )
+        for hashed_id, entry in state.defers.items()
+    ]
 
 
 def _ms(value: datetime) -> int:
@@ -191,4 +221,5 @@ async def load_run(services: Services, run_id: str, now_ms: int) -> RunPage | No
         output=timeline.output_of(trace.outputs.get(RUN_OUTPUT)),
         steps=rerun_steps(root),
         dead_letters=dead,
+        defers=defer_items(fold(history)),
     )

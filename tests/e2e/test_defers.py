@@ -84,6 +84,12 @@ def test_a_defer_runs_its_function_after_the_parent_ends(sw: Stepwell, fail: boo
     # The aborted and the rejected defers never become events, so never runs.
     for defer_id in ("dropped", "rejected"):
         assert _runs_of(sw, _defer_event_id(run_id, defer_id), settle=0.5) == []
+    # The run page lists each defer with what became of it.
+    page = sw.http.get(f"/runs/{run_id}").text
+    event_id = _defer_event_id(run_id, "kept")
+    assert f'href="/events/{event_id}"' in page
+    assert 'data-defer="rejected"' in page and "invalid_input" in page
+    assert 'data-defer="dropped"' not in page  # aborted before it was ever reported
     functions = sw.functions("e2e-defers")
     follow_up = [r for r in sw.runs_for_event(_defer_event_id(run_id, "kept"))]
     assert [r["function_id"] for r in follow_up] == [functions["e2e-defers-follow-up"]]
