@@ -15,7 +15,7 @@ an unknown run, 409 once the run has ended (its history is closed), 413 for an u
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, post
 from litestar.params import Body
@@ -34,10 +34,13 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 #: Updates in one request: far more than an SDK sends (one), well under the per-run count.
 MAX_UPDATES_PER_REQUEST = 100
 
-Payload = Body(
-    description="`{target: {run_id, step_id?, step_index?, step_attempt?, span_id?}, "
-    "metadata: [{kind, op, values}]}`; `op` is merge, set, delete or add"
-)
+Payload = Annotated[
+    Any,
+    Body(
+        description="`{target: {run_id, step_id?, step_index?, step_attempt?, span_id?}, "
+        "metadata: [{kind, op, values}]}`; `op` is merge, set, delete or add"
+    ),
+]
 
 
 def parse_request(body: Any) -> tuple[md.Target, tuple[md.Update, ...]]:
@@ -78,8 +81,8 @@ def parse_request(body: Any) -> tuple[md.Target, tuple[md.Update, ...]]:
     tags=["Function runs"],
 )
 async def add_run_metadata(
-    request: Request[Any, Any, Any], run_id: RunIdParam, data: Any = Payload
-) -> Response[None]:
+    request: Request[Any, Any, Any], run_id: RunIdParam, data: Payload
+) -> Response[bytes]:
     """Record metadata for a run, one of its steps (or an attempt of one), or a span.
 
     The dev UI and GraphQL show it on the targeted trace span, one entry per kind with its
@@ -100,7 +103,7 @@ async def add_run_metadata(
         if reason is None:  # decide records whenever api_refusal finds nothing against it
             raise RuntimeError(f"metadata for run {run_id} was neither recorded nor refused")
         raise ApiError(413, reason)
-    return Response(None, status_code=200)
+    return Response(b"", status_code=200)  # upstream answers success with no body
 
 
 ROUTES = [add_run_metadata]
