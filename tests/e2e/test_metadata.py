@@ -99,3 +99,13 @@ def test_metadata_set_in_and_outside_steps_shows_on_the_trace(sw: Stepwell) -> N
     attempts = {a["name"]: a for a in flaky["childrenSpans"]}
     assert _shown(attempts["Attempt 0"]) == {"userland.tries": ("step", {"try": 0})}
     assert _shown(steps[_hashed("note")]) == {}
+
+
+def test_the_run_page_shows_a_steps_metadata(sw: Stepwell) -> None:
+    source = uuid.uuid4().hex
+    run = sw.run_of(sw.send("e2e/metadata", {"source": source}), "e2e-metadata-annotated")
+    page = sw.http.get(f"/runs/{run['run_id']}")
+    assert page.status_code == 200
+    work = page.text.split('data-step="work"', 1)[1].split("</details>", 1)[0]
+    assert 'data-metadata-kind="userland.import"' in work and source in work
+    assert 'data-metadata-kind="userland.review"' in work
