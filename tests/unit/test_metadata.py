@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from app.replay import summary
 from domain import codec
 from domain import commands as c
 from domain import history as h
@@ -229,3 +230,10 @@ def test_allowed_kinds_pass_validation() -> None:
     for kind in ("userland.x", "inngest.warnings", "anything"):
         md.validate_allowed(md.Update(kind=kind, op="merge", values={"a": 1}))
     md.validate_allowed(md.Update(kind="inngest.score", op="set", values={"s": {"value": True}}))
+
+
+def test_replay_names_what_metadata_was_added_or_rejected() -> None:
+    _, history = report(*started(), step("s1", update({"a": 1}), update({}, kind="inngest.x")))
+    lines = [summary(e) for e in history if isinstance(e, h.MetadataAdded | h.MetadataRejected)]
+    assert lines[0].startswith("step metadata userland.default set")
+    assert lines[1].startswith("metadata inngest.x rejected: ") and "allowlist" in lines[1]
