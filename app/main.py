@@ -33,6 +33,7 @@ from app.http import cancellations as cancellations_http
 from app.http import dead_letters as dead_letters_http
 from app.http import dev as dev_http
 from app.http import events, rest_events, runs
+from app.http import metadata as metadata_http
 from app.http import register as register_http
 from app.http.errors import handle_exception
 from app.http.health import health
@@ -214,6 +215,7 @@ def create_app(settings: Settings, database_url: str, clock: Clock | None = None
             *apps_http.ROUTES,
             *rest_events.ROUTES,
             *cancellations_http.ROUTES,
+            *metadata_http.ROUTES,
             *dead_letters_http.ROUTES,
             *graphql_routes,
             *ui_routes(),

@@ -132,6 +132,10 @@ def summary(event: h.HistoryEvent) -> str:
         return "parallel steps joined" if event.clears_force_step_plan else "discovery"
     if isinstance(event, h.SleepCompleted | h.WaitTimedOut):
         return "woke up" if isinstance(event, h.SleepCompleted) else "timed out"
+    if isinstance(event, h.MetadataAdded):
+        return f"{event.scope} metadata {event.kind} {event.op} {_preview(event.values)}"
+    if isinstance(event, h.MetadataRejected):
+        return f"metadata {event.kind} rejected: {event.reason}"
     return ""
 
 

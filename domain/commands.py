@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from domain.metadata import Target, Update
 from domain.opcodes import CallResult
 
 
@@ -96,6 +97,15 @@ class CancelRun:
     reason: str = "cancelled"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddMetadata:
+    """``POST /v1/runs/{id}/metadata``: record ``updates`` (already validated) at ``target``;
+    all of them or, over the run's limits or once it has ended, none."""
+
+    target: Target
+    updates: tuple[Update, ...]
+
+
 Command = (
     ScheduleRun
     | HandleCallResult
@@ -106,4 +116,5 @@ Command = (
     | EnforceTimeout
     | MarkStarted
     | CancelRun
+    | AddMetadata
 )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from domain import backoff, durations
+from domain import backoff, durations, metadata
 from domain import commands as c
 from domain import history as h
 from domain.effects import ClearPause, CreatePause, Decision, Effect, EmitEvent, Enqueue, RetryCall
@@ -109,6 +109,9 @@ def decide(state: RunState, command: c.Command, ctx: DecideContext) -> Decision:
             b.finish(h.RunCancelled(at=ctx.now_ms, reason=f"{command.kind} timeout"))
     elif isinstance(command, c.CancelRun):
         b.finish(h.RunCancelled(at=ctx.now_ms, reason=command.reason))
+    elif isinstance(command, c.AddMetadata):
+        for event in metadata.api_events(b.state, command.target, command.updates, ctx.now_ms):
+            b.emit(event)
     return b.decision()
 
 
@@ -254,7 +257,10 @@ def _handle_ops(b: _Builder, call: c.Call, result: OpsReported) -> None:
     for op in ops:
         if b.state.is_finished:
             return
+        before = len(b.events)
         _handle_op(b, call, result, op)
+        if op.metadata:
+            _op_metadata(b, call, op, b.events[before:])
     if not real and not b.state.is_finished:
         # Lazy ops ride along with a step that moves the run on; alone (an SDK bug), nothing
         # would call the SDK again: ask it to run on, as upstream's fallback does.
@@ -331,6 +337,18 @@ def _handle_op(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
         _step_failed(
             b, call, op, {"name": "Error", "message": f"{op.op.value} is not supported by Stepwell"}
         )
+
+
+def _op_metadata(b: _Builder, call: c.Call, op: Op, emitted: list[h.HistoryEvent]) -> None:
+    """Record the metadata riding on ``op`` in the same transition as the op's own outcome —
+    only if it had one (a duplicate report records nothing, so nothing is recorded twice)."""
+    own = [e for e in emitted if getattr(e, "step_id", None) == op.id]
+    if not own or b.state.is_finished:
+        return
+    retried = any(isinstance(e, h.StepErrored) for e in own)
+    attempt = call.attempt if retried else None
+    for event in metadata.op_events(b.state, op.id, attempt, op.metadata, b.ctx.now_ms):
+        b.emit(event)
 
 
 def _defer_add(b: _Builder, op: Op) -> None:

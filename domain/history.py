@@ -216,6 +216,40 @@ class DeferAborted(HistoryEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetadataAdded(HistoryEvent):
+    """One metadata update (``domain.metadata``) for the run, a step or an attempt of it.
+
+    ``scope`` is where it goes: ``run`` (the run's span), ``step``/``step_attempt``/``request``
+    (the step ``step_id``, or its attempt ``attempt`` when that attempt failed and was retried)
+    or ``extended_trace`` (the span ``span_id``).  ``source`` is ``op`` when it rode on the op
+    of ``step_id`` (recorded in the same transition as that op) or ``api``.  ``size`` counts
+    towards the run's metadata limit.
+    """
+
+    scope: str
+    kind: str
+    op: str
+    values: JSON
+    size: int
+    source: str
+    step_id: str | None = None
+    attempt: int | None = None
+    span_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetadataRejected(HistoryEvent):
+    """An op carried a metadata update the server refused (``reason``); the run goes on.
+
+    Kept so that a dropped update shows in the run's history instead of vanishing.
+    """
+
+    step_id: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunCompleted(HistoryEvent):
     output: JSON
 
@@ -260,6 +294,8 @@ HISTORY_TYPES: dict[str, type[HistoryEvent]] = {
         InvokeCompleted,
         DeferAdded,
         DeferAborted,
+        MetadataAdded,
+        MetadataRejected,
         RunCompleted,
         RunFailed,
         RunCancelled,

@@ -58,6 +58,9 @@ class Op:
     data: Any = None
     has_data: bool = False
     error: Any = None
+    #: Metadata updates riding on the op (TS SDK v4 ``OutgoingOp.metadata``), raw: each is
+    #: checked when the op is decided, so one bad update cannot make the whole op unreadable.
+    metadata: tuple[Any, ...] = ()
 
     @property
     def ui_name(self) -> str:
@@ -71,6 +74,7 @@ def parse_op(raw: Any) -> Op:
     if opcode is None:
         raise InvalidOp(f"unknown opcode {raw.get('op')!r}")
     opts = raw.get("opts")
+    metadata = raw.get("metadata")
     return Op(
         id=str(raw.get("id") or ""),
         op=opcode,
@@ -80,6 +84,7 @@ def parse_op(raw: Any) -> Op:
         data=raw.get("data"),
         has_data="data" in raw,
         error=raw.get("error"),
+        metadata=tuple(metadata) if isinstance(metadata, list) else (),
     )
 
 

@@ -80,6 +80,9 @@ class RunState:
     #: Defers by hashed id: ``fn_slug``, ``input``, ``meta``, ``status`` (AfterRun, Rejected,
     #: Aborted), ``size`` (bytes of input).  Replaced, never mutated, by ``evolve``.
     defers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Metadata recorded so far: bytes (upstream's 1 MiB per run) and updates, kept or not.
+    metadata_bytes: int = 0
+    metadata_count: int = 0
 
     @property
     def exists(self) -> bool:
@@ -175,6 +178,11 @@ def _apply(state: RunState, event: h.HistoryEvent) -> None:
         found = state.defers.get(event.step_id)
         if found is not None and found["status"] == "AfterRun":
             state.defers = {**state.defers, event.step_id: {**found, "status": "Aborted"}}
+    elif isinstance(event, h.MetadataAdded):
+        state.metadata_bytes += event.size
+        state.metadata_count += 1
+    elif isinstance(event, h.MetadataRejected):
+        state.metadata_count += 1
     elif isinstance(event, h.DiscoveryScheduled):
         if event.clears_force_step_plan:
             state.force_step_plan = False

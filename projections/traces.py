@@ -11,6 +11,11 @@ own ending live in a last ``Finalization`` span.  Every span that has a result n
 output key; ``outputs`` maps those keys to unwrapped data (``{"data": X}`` gives X, a matched
 wait gives the event) or an error; the API wraps a key with its run id into the opaque
 ``outputID`` that clients hand back to fetch it.
+
+Metadata (``MetadataAdded``) lands on the span it targets — the root for run scope, the step,
+or a retried attempt of it, or a span named by id — as one ``SpanMetadata`` per kind whose
+values are that kind's updates combined in order (``domain.metadata.combine``), as upstream
+rolls up its metadata spans.  An update for a span the trace does not have is not shown.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from enum import Enum
 from typing import Any
 
 from domain import history as h
+from domain.metadata import combine
 
 FINALIZATION = "Finalization"
 #: The step id of a discovery call: an error there is the function body's, not a step's.
@@ -89,6 +95,16 @@ StepInfo = RunInfo | SleepInfo | WaitInfo | InvokeInfo
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SpanMetadata:
+    """One kind of metadata on a span: its combined ``values`` as of ``updated_at`` (ms)."""
+
+    scope: str
+    kind: str
+    values: dict[str, Any]
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Span:
     """One node of a trace; times are epoch milliseconds."""
 
@@ -107,6 +123,7 @@ class Span:
     children: tuple[Span, ...] = ()
     is_root: bool = False
     parent_span_id: str | None = None
+    metadata: tuple[SpanMetadata, ...] = ()
 
     @property
     def duration(self) -> int | None:
@@ -186,6 +203,7 @@ class _Folder:
         self.steps: dict[str, _Step] = {}
         self.body = _Step(step_id=BODY_STEP, name=FINALIZATION, queued_at=0)
         self.outputs: dict[str, SpanOutput] = {}
+        self.metadata: list[h.MetadataAdded] = []
 
     def step(self, step_id: str, name: str, started: int | None = None) -> _Step:
         """The step's span state, created queued at the run's previous transition."""
@@ -337,6 +355,10 @@ def _invoke_completed(f: _Folder, e: h.InvokeCompleted) -> None:
         _resolved(f, e.step_id, e.at, SpanStatus.COMPLETED, data)
 
 
+def _metadata(f: _Folder, e: h.MetadataAdded) -> None:
+    f.metadata.append(e)
+
+
 def _ended(f: _Folder, e: h.HistoryEvent) -> None:
     f.final, f.ended_at = e, e.at
     if isinstance(e, h.RunCompleted):
@@ -367,6 +389,7 @@ _HANDLERS: dict[type[h.HistoryEvent], Any] = {
     h.WaitTimedOut: _wait_timed_out,
     h.InvokeStarted: _invoke_started,
     h.InvokeCompleted: _invoke_completed,
+    h.MetadataAdded: _metadata,
     h.RunCompleted: _ended,
     h.RunFailed: _ended,
     h.RunCancelled: _ended,
@@ -398,7 +421,52 @@ def fold_trace(history: Iterable[h.HistoryEvent], *, name: str | None = None) ->
         children=tuple(children),
         is_root=True,
     )
+    if f.metadata:
+        root = _with_metadata(root, _roll_up(f, root))
     return Trace(run_id=f.run_id, root=root, outputs=f.outputs)
+
+
+def _span_ids(span: Span) -> set[str]:
+    found = {span.span_id}
+    for child in span.children:
+        found |= _span_ids(child)
+    return found
+
+
+def _target(f: _Folder, e: h.MetadataAdded, root: Span, present: set[str]) -> str:
+    if e.scope == "run" or e.step_id is None:
+        return root.span_id
+    if e.span_id is not None and e.span_id in present:
+        return e.span_id
+    if e.attempt is not None:
+        attempt = span_id(f.run_id, attempt_key(e.step_id, e.attempt))
+        if attempt in present:
+            return attempt
+    return span_id(f.run_id, step_key(e.step_id))
+
+
+def _roll_up(f: _Folder, root: Span) -> dict[str, list[SpanMetadata]]:
+    """Span id -> its metadata, one entry per kind in order of first update."""
+    present = _span_ids(root)
+    by_span: dict[str, dict[str, SpanMetadata]] = {}
+    for e in f.metadata:
+        target = _target(f, e, root, present)
+        if target not in present:
+            continue
+        kinds = by_span.setdefault(target, {})
+        found = kinds.get(e.kind)
+        if found is None:
+            found = SpanMetadata(scope=e.scope, kind=e.kind, values={}, updated_at=e.at)
+        elif found.scope != e.scope:
+            continue  # upstream skips an update whose scope differs from the kind's first
+        values = combine(found.values, e.values, e.op)
+        kinds[e.kind] = replace(found, values=values, updated_at=e.at)
+    return {sid: list(kinds.values()) for sid, kinds in by_span.items()}
+
+
+def _with_metadata(span: Span, by_span: dict[str, list[SpanMetadata]]) -> Span:
+    children = tuple(_with_metadata(c, by_span) for c in span.children)
+    return replace(span, children=children, metadata=tuple(by_span.get(span.span_id, ())))
 
 
 def _run_status(f: _Folder) -> SpanStatus:

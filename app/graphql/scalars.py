@@ -2,7 +2,9 @@
 
 ``ULID``, ``UUID`` (validated strings), ``Time`` (RFC 3339 with milliseconds, always UTC ``Z``),
 ``Bytes`` (a string holding raw JSON text — clients ``JSON.parse`` it), ``Map`` (a JSON
-object), ``Unknown`` (any JSON value), ``Int64`` and ``Uint``.  Each is a ``NewType`` so that
+object), ``Unknown`` (any JSON value), ``Int64``, ``Uint`` and the span metadata scalars
+(``SpanMetadataKind`` and ``SpanMetadataScope`` strings, ``SpanMetadataValues`` a JSON
+object), which are output only.  Each is a ``NewType`` so that
 resolvers are type-checked, mapped to its GraphQL definition in ``SCALARS``.
 """
 
@@ -26,6 +28,9 @@ Map = NewType("Map", dict[str, Any])
 Unknown = NewType("Unknown", object)
 Int64 = NewType("Int64", int)
 Uint = NewType("Uint", int)
+SpanMetadataKind = NewType("SpanMetadataKind", str)
+SpanMetadataScope = NewType("SpanMetadataScope", str)
+SpanMetadataValues = NewType("SpanMetadataValues", dict[str, Any])
 
 
 def iso(value: datetime) -> str:
@@ -104,4 +109,9 @@ SCALARS: dict[object, ScalarDefinition] = {
     Unknown: strawberry.scalar(name="Unknown", serialize=_same, parse_value=_same),
     Int64: strawberry.scalar(name="Int64", serialize=int, parse_value=_parse_int),
     Uint: strawberry.scalar(name="Uint", serialize=int, parse_value=_parse_int),
+    SpanMetadataKind: strawberry.scalar(name="SpanMetadataKind", serialize=str),
+    SpanMetadataScope: strawberry.scalar(name="SpanMetadataScope", serialize=str),
+    SpanMetadataValues: strawberry.scalar(
+        name="SpanMetadataValues", serialize=_same, parse_value=_parse_map
+    ),
 }

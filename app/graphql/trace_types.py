@@ -18,7 +18,18 @@ import strawberry
 
 from app.graphql.context import GqlInfo, loaders
 from app.graphql.legacy_types import FunctionRun
-from app.graphql.scalars import ULID, UUID, Bytes, Time, Unknown, json_text, ms_time
+from app.graphql.scalars import (
+    ULID,
+    UUID,
+    Bytes,
+    SpanMetadataKind,
+    SpanMetadataScope,
+    SpanMetadataValues,
+    Time,
+    Unknown,
+    json_text,
+    ms_time,
+)
 from projections import traces as t
 from projections.runs import RunRow
 
@@ -87,6 +98,16 @@ StepInfo = Annotated[
 
 
 @strawberry.type
+class SpanMetadata:
+    """One kind of metadata on a span, its updates combined (``projections.traces``)."""
+
+    scope: SpanMetadataScope
+    kind: SpanMetadataKind
+    values: SpanMetadataValues
+    updatedAt: Time
+
+
+@strawberry.type
 class RunTraceSpan:
     row: strawberry.Private[RunRow]
     appID: UUID
@@ -114,6 +135,7 @@ class RunTraceSpan:
     isUserland: bool
     debugPaused: bool
     skipReason: str | None
+    metadata: list[SpanMetadata]
 
     @strawberry.field
     async def run(self, info: GqlInfo) -> FunctionRun:
@@ -181,6 +203,13 @@ def make_span(span: t.Span, row: RunRow) -> RunTraceSpan:
         stepID=span.step_id, stepInfo=_step_info(span.step_info), stepType=span.step_type,
         isRoot=span.is_root, parentSpanID=span.parent_span_id, isUserland=False,
         debugPaused=False, skipReason=None,
+        metadata=[
+            SpanMetadata(
+                scope=SpanMetadataScope(m.scope), kind=SpanMetadataKind(m.kind),
+                values=SpanMetadataValues(m.values), updatedAt=ms_time(m.updated_at),
+            )
+            for m in span.metadata
+        ],
     )  # fmt: skip
 
 

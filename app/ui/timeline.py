@@ -3,7 +3,8 @@
 Pure: given a ``Trace`` and the current time it returns one ``Row`` per span (the run, each
 step, each attempt of a retried step, the finalization) with where its bar starts and how wide
 its queued and running parts are, as percentages of the run's extent, and what the span
-produced (``Output``: data or an ``ErrorView``).  A span still open is drawn up to ``now``.
+produced (``Output``: data or an ``ErrorView``) and the metadata set on it (one entry per
+kind).  A span still open is drawn up to ``now``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class Row:
     #: What the step waited on or called: ``(label, value, link)`` triples.
     details: tuple[tuple[str, str, str | None], ...]
     children: tuple[Row, ...]
+    metadata: tuple[t.SpanMetadata, ...] = ()
 
 
 def error_view(error: Any) -> ErrorView:
@@ -163,6 +165,7 @@ def _row(span: t.Span, trace: t.Trace, frame: _Frame, now: int, depth: int) -> R
         output=output_of(trace.outputs.get(span.output_key)) if span.output_key else None,
         details=_details(span.step_info),
         children=tuple(_row(c, trace, frame, now, depth + 1) for c in span.children),
+        metadata=span.metadata,
     )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -24,6 +25,7 @@ from app.settings import Settings
 from app.store.db import AsyncConn
 from app.store.stats import stats_pass
 from domain import commands as c
+from domain import metadata as md
 from domain.ids import new_run_id
 from domain.opcodes import (
     CallFailed,
@@ -123,7 +125,11 @@ DONE = FunctionReturned(output={"ok": True}, request_version=1)
 
 
 async def _completed(d: Driver, run: str, i: int) -> None:
-    await d.call(run, ops(step("a", i)))
+    # Metadata on the step and from the API: history the views must pass over unchanged.
+    note = {"kind": "userland.note", "op": "set", "values": {"i": i}, "scope": "step"}
+    await d.call(run, ops(replace(step("a", i), metadata=(note,))))
+    update = md.parse_update(note)
+    await d.command(run, c.AddMetadata(target=md.Target(), updates=(update,)))
     await d.call(run, FunctionReturned(output={"i": i, "nested": [1, None]}))
 
 
@@ -273,6 +279,9 @@ async def test_rebuild_reproduces_the_live_runs_view_and_stats_row_by_row(
         statuses.values()
     )
     assert len(stats_before) > len(FUNCTIONS)  # several hours per function
+    cur = await conn.execute("SELECT count(*) FROM run_history WHERE type = 'MetadataAdded'")
+    metadata_rows = await cur.fetchone()
+    assert metadata_rows is not None and metadata_rows[0] > 0
 
     report = await rebuild(conn, chunk=37)
 
