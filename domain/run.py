@@ -66,7 +66,8 @@ class RunState:
     pending: set[str] = field(default_factory=set)
     parallel_mode: str = "wait"
     force_step_plan: bool = False
-    #: Steps parked on something other than a call: step id -> "sleep" | "wait" | "invoke".
+    #: Steps parked on something other than a call:
+    #: step id -> "sleep" | "wait" | "signal" | "invoke".
     waiting: dict[str, str] = field(default_factory=dict)
     output: Any = None
     error: Any = None
@@ -143,12 +144,16 @@ def _apply(state: RunState, event: h.HistoryEvent) -> None:
         state.waiting[event.step_id] = "sleep"
     elif isinstance(event, h.WaitStarted):
         state.waiting[event.step_id] = "wait"
+    elif isinstance(event, h.SignalWaitStarted):
+        state.waiting[event.step_id] = "signal"
     elif isinstance(event, h.InvokeStarted):
         state.waiting[event.step_id] = "invoke"
     elif isinstance(event, h.SleepCompleted | h.WaitTimedOut):
         _memoize(state, event.step_id, None)
     elif isinstance(event, h.WaitMatched):
         _memoize(state, event.step_id, event.event)
+    elif isinstance(event, h.SignalReceived):
+        _memoize(state, event.step_id, event.memo)
     elif isinstance(event, h.InvokeCompleted):
         _memoize(state, event.step_id, event.output)
     elif isinstance(event, h.DiscoveryScheduled):
