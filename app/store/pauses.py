@@ -1,5 +1,5 @@
 """The pauses table: save, clear, find candidates for an incoming event by (name, key), and
-find (and lock) the one pause waiting on a signal."""
+find the one pause waiting on a signal."""
 
 from __future__ import annotations
 
@@ -25,11 +25,8 @@ ON CONFLICT (id) DO NOTHING
 # insert still fails on the unique index, and its retry runs this again.
 RELEASE_SIGNAL = "UPDATE pauses SET signal = NULL WHERE signal = %s AND id <> %s"
 
-# The pause a signal resumes, locked so that of two concurrent signals one resumes it and the
-# other, once the first commits, finds no row.
-LOCK_SIGNAL_PAUSE = """
-SELECT id, run_id, step_id, expires_at FROM pauses WHERE signal = %s FOR UPDATE
-"""
+# The pause a signal resumes.  Not locked: the run's history decides which resolver wins.
+FIND_SIGNAL_PAUSE = "SELECT id, run_id, step_id, expires_at FROM pauses WHERE signal = %s"
 
 #: The partial unique index on ``pauses.signal`` (see ``app/store/tables.py``).
 SIGNAL_INDEX = "ux_pauses_signal"
@@ -94,10 +91,10 @@ async def key_paths(conn: AsyncConn, event_name: str) -> list[str]:
     return [row[0] for row in await cur.fetchall()]
 
 
-async def lock_signal_pause(conn: AsyncConn, signal: str) -> tuple[Any, ...] | None:
-    """``(id, run_id, step_id, expires_at)`` of the pause waiting on ``signal``, locked until the
-    caller's transaction ends; None when no run waits on it."""
-    cur = await conn.execute(LOCK_SIGNAL_PAUSE, (signal,))
+async def find_signal_pause(conn: AsyncConn, signal: str) -> tuple[Any, ...] | None:
+    """``(id, run_id, step_id, expires_at)`` of the pause waiting on ``signal``; None when no
+    run waits on it."""
+    cur = await conn.execute(FIND_SIGNAL_PAUSE, (signal,))
     return await cur.fetchone()
 
 
