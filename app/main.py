@@ -35,6 +35,7 @@ from app.http import dev as dev_http
 from app.http import events, rest_events, runs
 from app.http import metadata as metadata_http
 from app.http import register as register_http
+from app.http import signals as signals_http
 from app.http.errors import handle_exception
 from app.http.health import health
 from app.http.openapi import openapi_config
@@ -217,6 +218,7 @@ def create_app(settings: Settings, database_url: str, clock: Clock | None = None
             *cancellations_http.ROUTES,
             *metadata_http.ROUTES,
             *dead_letters_http.ROUTES,
+            *signals_http.ROUTES,
             *graphql_routes,
             *ui_routes(),
         ],

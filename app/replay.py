@@ -122,6 +122,10 @@ def summary(event: h.HistoryEvent) -> str:
         return f"for {event.event_name}{cond}, until {_time(event.expires_at)}"
     if isinstance(event, h.WaitMatched):
         return f"matched event {event.event_id}"
+    if isinstance(event, h.SignalWaitStarted):
+        return f"for signal {event.signal!r}, until {_time(event.expires_at)}"
+    if isinstance(event, h.SignalReceived):
+        return f"received signal {event.signal!r}: {_preview(event.data)}"
     if isinstance(event, h.InvokeStarted):
         return f"invoked {event.function_slug}, until {_time(event.expires_at)}"
     if isinstance(event, h.InvokeCompleted):

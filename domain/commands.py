@@ -67,7 +67,18 @@ class ResumeWait:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimeOutWait:
+    """A wait for an event or a signal expired."""
+
     step_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResumeSignal:
+    """``signal`` was sent to the step waiting on it, with ``data``."""
+
+    step_id: str
+    signal: str
+    data: Any = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +123,7 @@ Command = (
     | WakeSleep
     | ResumeWait
     | TimeOutWait
+    | ResumeSignal
     | CompleteInvoke
     | EnforceTimeout
     | MarkStarted

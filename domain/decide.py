@@ -48,6 +48,11 @@ MAX_DEFERS_PER_RUN = 20
 MAX_DEFER_INPUT_BYTES = 4 * 1024 * 1024
 MAX_DEFER_INPUT_TOTAL_BYTES = 4 * 1024 * 1024
 INVOKE_DEFAULT_TIMEOUT = timedelta(days=365)
+#: Inngest waits a year for a signal when the SDK gives no timeout.
+SIGNAL_DEFAULT_TIMEOUT = timedelta(days=365)
+#: Signals are keys of a unique index; a btree entry must stay well under a page.
+MAX_SIGNAL_LENGTH = 1024
+SIGNAL_CONFLICT = "Signal conflict; signal wait already exists for another run"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +65,9 @@ class DecideContext:
     #: Inline ``event.*`` values of the trigger into a wait/cancel expression; raises
     #: ``ValueError`` when the result could not be evaluated (too long or too deep).
     interpolate: Callable[[str, Mapping[str, Any]], str] = lambda expr, _event: expr
+    #: Signals the pause store refused to this decision before (``SignalConflict``): another
+    #: run waits on them, so a wait for one fails the run unless it replaces that wait.
+    signals_taken: frozenset[str] = frozenset()
 
 
 def decide(state: RunState, command: c.Command, ctx: DecideContext) -> Decision:
@@ -86,8 +94,19 @@ def decide(state: RunState, command: c.Command, ctx: DecideContext) -> Decision:
             )
             b.unpark(command.step_id)
     elif isinstance(command, c.TimeOutWait):
-        if b.parked(command.step_id, "wait"):
+        if b.parked(command.step_id, "wait") or b.parked(command.step_id, "signal"):
             b.emit(h.WaitTimedOut(at=ctx.now_ms, step_id=command.step_id))
+            b.unpark(command.step_id)
+    elif isinstance(command, c.ResumeSignal):
+        if b.parked(command.step_id, "signal"):
+            b.emit(
+                h.SignalReceived(
+                    at=ctx.now_ms,
+                    step_id=command.step_id,
+                    signal=command.signal,
+                    data=command.data,
+                )
+            )
             b.unpark(command.step_id)
     elif isinstance(command, c.CompleteInvoke):
         if b.parked(command.step_id, "invoke"):
@@ -318,6 +337,8 @@ def _handle_op(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
         _sleep(b, op)
     elif op.op is Opcode.WAIT_FOR_EVENT:
         _wait_for_event(b, op)
+    elif op.op is Opcode.WAIT_FOR_SIGNAL:
+        _wait_for_signal(b, call, op)
     elif op.op is Opcode.INVOKE_FUNCTION:
         _invoke(b, op)
     elif op.op in (Opcode.RUN_COMPLETE, Opcode.SYNC_RUN_COMPLETE):
@@ -333,10 +354,6 @@ def _handle_op(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
             b.emit(h.DeferAborted(at=now, step_id=target))
     elif op.op in GATEWAYS:
         _gateway(b, call, result, op)
-    elif op.op is Opcode.WAIT_FOR_SIGNAL:
-        _step_failed(
-            b, call, op, {"name": "Error", "message": f"{op.op.value} is not supported by Stepwell"}
-        )
 
 
 def _op_metadata(b: _Builder, call: c.Call, op: Op, emitted: list[h.HistoryEvent]) -> None:
@@ -555,6 +572,78 @@ def _wait_for_event(b: _Builder, op: Op) -> None:
         expires,
         pause_id=pid,
         pause_kind="wait",
+    )
+
+
+def _wait_for_signal(b: _Builder, call: c.Call, op: Op) -> None:
+    s = b.state
+    if op.id in s.steps or s.waiting.get(op.id) == "signal":
+        return  # a repeated report of a wait already resolved or in place
+    signal = op.opts.get("signal")
+    if not isinstance(signal, str) or not signal:
+        _invalid_op(b, op, "opts.signal must be a non-empty string")
+        return
+    if len(signal) > MAX_SIGNAL_LENGTH:
+        _invalid_op(b, op, f"the signal is longer than {MAX_SIGNAL_LENGTH} characters")
+        return
+    timeout = op.opts.get("timeout")
+    try:
+        expires = _deadline(b, timeout, None if timeout else SIGNAL_DEFAULT_TIMEOUT)
+    except durations.InvalidDuration as exc:
+        _invalid_op(b, op, exc)
+        return
+    if expires is None:
+        b.fail_run("InngestErrTimeoutTooLong", "waitForSignal timeout is longer than 366 days")
+        return
+    on_conflict = str(op.opts.get("conflict") or "fail")
+    if signal in b.ctx.signals_taken and on_conflict != "replace":
+        # Inngest fails the run at once: the step shows the conflict, the run ends with it.
+        error = {"name": "Error", "message": SIGNAL_CONFLICT, "error": f"Error: {SIGNAL_CONFLICT}"}
+        b.emit(
+            h.StepFailed(
+                at=b.ctx.now_ms,
+                step_id=op.id,
+                name=op.ui_name,
+                attempt=call.attempt,
+                error=error,
+                started_at=call.started_at,
+            )
+        )
+        b.finish(h.RunFailed(at=b.ctx.now_ms, error=error))
+        return
+    pid = pause_id(s.run_id, op.id)
+    b.emit(
+        h.SignalWaitStarted(
+            at=b.ctx.now_ms,
+            step_id=op.id,
+            name=op.ui_name,
+            signal=signal,
+            expires_at=expires,
+            pause_id=pid,
+            on_conflict=on_conflict,
+        )
+    )
+    b.effects.append(
+        CreatePause(
+            pause_id=pid,
+            run_id=s.run_id,
+            step_id=op.id,
+            kind="signal",
+            event_name="",  # no event resumes it: event names are never empty
+            expression=None,
+            expires_at=expires,
+            created_at=b.ctx.now_ms,
+            signal=signal,
+            replace_signal=on_conflict == "replace",
+        )
+    )
+    b.enqueue(
+        ItemKind.PAUSE_TIMEOUT,
+        step_job_id(s.run_id, "wait", op.id),
+        op.id,
+        expires,
+        pause_id=pid,
+        pause_kind="signal",
     )
 
 

@@ -27,12 +27,13 @@ class RetryCall:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreatePause:
-    """Park a step until an event matches (waitForEvent, invoke) or it expires."""
+    """Park a step until an event matches (waitForEvent, invoke), a signal is sent
+    (waitForSignal) or it expires."""
 
     pause_id: str
     run_id: str
     step_id: str
-    kind: str  # "wait" | "invoke" | "cancel"
+    kind: str  # "wait" | "invoke" | "cancel" | "signal"
     event_name: str
     expression: str | None
     expires_at: int
@@ -42,6 +43,10 @@ class CreatePause:
     source_event_id: str | None = None
     #: Invoke pauses are found by correlation id instead of an expression.
     correlation_id: str | None = None
+    #: Signal pauses are found by their signal, which at most one live pause holds.
+    signal: str | None = None
+    #: Take ``signal`` over from another run's pause instead of failing (``SignalConflict``).
+    replace_signal: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,6 +7,7 @@ Exception tree::
     ├── RunAlreadyFinished          a transition was asked of a run in a final status
     ├── RunNotFound                 no history for the run id
     ├── VersionConflict             another writer appended to the run first
+    ├── SignalConflict              another run's live wait already holds a signal
     ├── InvalidFunctionConfig       a synced function config breaks a protocol rule
     └── InvalidEvent                an ingested event breaks a protocol rule
 
@@ -48,6 +49,19 @@ class VersionConflict(StepwellError):
         super().__init__(f"run {run_id} moved past version {expected_version}")
         self.run_id = run_id
         self.expected_version = expected_version
+
+
+class SignalConflict(StepwellError):
+    """Raised by the pause store when a wait for a signal finds another run waiting on it.
+
+    ``signals`` are those of the refused pauses that another pause still held when the store
+    looked; empty when the holder went away meanwhile (then simply try again).
+    """
+
+    def __init__(self, run_id: str, signals: frozenset[str]) -> None:
+        super().__init__(f"run {run_id}: signals already waited on: {sorted(signals)}")
+        self.run_id = run_id
+        self.signals = signals
 
 
 class InvalidFunctionConfig(StepwellError):

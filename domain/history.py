@@ -7,7 +7,8 @@ mapping.  Times are integer milliseconds since the epoch.
 
 Memo values (what the SDK receives in ``steps``) are stored exactly as they will be sent:
 ``{"data": X}`` for a step result, ``{"error": {...}}`` for a failed step, the raw event for a
-matched wait, ``None`` for a finished sleep or a timed-out wait.
+matched wait, ``{"data": {"signal": S, "data": D}}`` for a received signal, ``None`` for a
+finished sleep or a timed-out wait.
 """
 
 from __future__ import annotations
@@ -171,6 +172,38 @@ class WaitTimedOut(HistoryEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SignalWaitStarted(HistoryEvent):
+    """The run waits for ``signal`` (sent with ``POST /v1/signals``) until ``expires_at``.
+
+    ``on_conflict`` is the SDK's choice when another run already waits on the signal:
+    ``"replace"`` took the signal over (the other wait then only times out), anything else
+    fails this run instead (and no ``SignalWaitStarted`` is recorded).  A wait that times out
+    ends with ``WaitTimedOut``, as a wait for an event does.
+    """
+
+    step_id: str
+    name: str
+    signal: str
+    expires_at: int
+    pause_id: str
+    on_conflict: str = "fail"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalReceived(HistoryEvent):
+    """The signal a step waited on was sent; ``data`` is what the sender attached."""
+
+    step_id: str
+    signal: str
+    data: JSON
+
+    @property
+    def memo(self) -> JSON:
+        """The step's value as the SDK receives it (Inngest's ``SignalStepReturn``)."""
+        return {"data": {"signal": self.signal, "data": self.data}}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InvokeStarted(HistoryEvent):
     step_id: str
     name: str
@@ -290,6 +323,8 @@ HISTORY_TYPES: dict[str, type[HistoryEvent]] = {
         WaitStarted,
         WaitMatched,
         WaitTimedOut,
+        SignalWaitStarted,
+        SignalReceived,
         InvokeStarted,
         InvokeCompleted,
         DeferAdded,

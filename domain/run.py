@@ -67,7 +67,8 @@ class RunState:
     pending: set[str] = field(default_factory=set)
     parallel_mode: str = "wait"
     force_step_plan: bool = False
-    #: Steps parked on something other than a call: step id -> "sleep" | "wait" | "invoke".
+    #: Steps parked on something other than a call:
+    #: step id -> "sleep" | "wait" | "signal" | "invoke".
     waiting: dict[str, str] = field(default_factory=dict)
     output: Any = None
     error: Any = None
@@ -152,15 +153,34 @@ def _apply(state: RunState, event: h.HistoryEvent) -> None:
         state.waiting[event.step_id] = "sleep"
     elif isinstance(event, h.WaitStarted):
         state.waiting[event.step_id] = "wait"
+    elif isinstance(event, h.SignalWaitStarted):
+        state.waiting[event.step_id] = "signal"
     elif isinstance(event, h.InvokeStarted):
         state.waiting[event.step_id] = "invoke"
     elif isinstance(event, h.SleepCompleted | h.WaitTimedOut):
         _memoize(state, event.step_id, None)
     elif isinstance(event, h.WaitMatched):
         _memoize(state, event.step_id, event.event)
+    elif isinstance(event, h.SignalReceived):
+        _memoize(state, event.step_id, event.memo)
     elif isinstance(event, h.InvokeCompleted):
         _memoize(state, event.step_id, event.output)
-    elif isinstance(event, h.DeferAdded):
+    elif isinstance(event, _RIDE_ALONG):
+        _ride_along(state, event)
+    elif isinstance(event, h.DiscoveryScheduled):
+        if event.clears_force_step_plan:
+            state.force_step_plan = False
+    elif isinstance(event, h.FINAL_TYPES):
+        _finish(state, event)
+
+
+_RIDE_ALONG = (h.DeferAdded, h.DeferAborted, h.MetadataAdded, h.MetadataRejected)
+
+
+def _ride_along(state: RunState, event: h.HistoryEvent) -> None:
+    """Records that ride along a run's steps without being steps: defers and metadata."""
+    # ``defers`` is replaced, never mutated: states that share it stay as they were.
+    if isinstance(event, h.DeferAdded):
         if event.step_id not in state.defers:
             state.defers = {
                 **state.defers,
@@ -183,11 +203,6 @@ def _apply(state: RunState, event: h.HistoryEvent) -> None:
         state.metadata_count += 1
     elif isinstance(event, h.MetadataRejected):
         state.metadata_count += 1
-    elif isinstance(event, h.DiscoveryScheduled):
-        if event.clears_force_step_plan:
-            state.force_step_plan = False
-    elif isinstance(event, h.FINAL_TYPES):
-        _finish(state, event)
 
 
 def _scheduled(state: RunState, event: h.RunScheduled) -> None:

@@ -9,8 +9,8 @@ pending), mirroring Inngest's grouping of retries; its ``attempts`` is the lates
 attempt number.  Errors of the function body itself (discovery calls that raised) and the run's
 own ending live in a last ``Finalization`` span.  Every span that has a result names it by an
 output key; ``outputs`` maps those keys to unwrapped data (``{"data": X}`` gives X, a matched
-wait gives the event) or an error; the API wraps a key with its run id into the opaque
-``outputID`` that clients hand back to fetch it.
+wait gives the event, a received signal ``{"signal", "data"}``) or an error; the API wraps a
+key with its run id into the opaque ``outputID`` that clients hand back to fetch it.
 
 Metadata (``MetadataAdded``) lands on the span it targets — the root for run scope, the step,
 or a retried attempt of it, or a span named by id — as one ``SpanMetadata`` per kind whose
@@ -83,6 +83,13 @@ class WaitInfo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SignalInfo:
+    signal: str
+    timeout: int
+    timed_out: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InvokeInfo:
     triggering_event_id: str
     function_id: str
@@ -91,7 +98,7 @@ class InvokeInfo:
     timed_out: bool | None = None
 
 
-StepInfo = RunInfo | SleepInfo | WaitInfo | InvokeInfo
+StepInfo = RunInfo | SleepInfo | WaitInfo | SignalInfo | InvokeInfo
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -288,7 +295,7 @@ def _failed(f: _Folder, e: h.StepFailed) -> None:
     f.outputs[key] = SpanOutput(error=e.error)
 
 
-_Parking = h.SleepStarted | h.WaitStarted | h.InvokeStarted
+_Parking = h.SleepStarted | h.WaitStarted | h.SignalWaitStarted | h.InvokeStarted
 
 
 def _parked(f: _Folder, e: _Parking, op: StepOp, info: StepInfo) -> None:
@@ -323,7 +330,7 @@ def _wait_started(f: _Folder, e: h.WaitStarted) -> None:
 
 def _wait_info(f: _Folder, step_id: str, **changes: Any) -> None:
     step = f.steps.get(step_id)
-    if step is not None and isinstance(step.info, WaitInfo | InvokeInfo):
+    if step is not None and isinstance(step.info, WaitInfo | SignalInfo | InvokeInfo):
         step.info = replace(step.info, **changes)
 
 
@@ -336,6 +343,17 @@ def _wait_matched(f: _Folder, e: h.WaitMatched) -> None:
 def _wait_timed_out(f: _Folder, e: h.WaitTimedOut) -> None:
     _wait_info(f, e.step_id, timed_out=True)
     _resolved(f, e.step_id, e.at, SpanStatus.COMPLETED, SpanOutput(data=None, has_data=True))
+
+
+def _signal_wait_started(f: _Folder, e: h.SignalWaitStarted) -> None:
+    info = SignalInfo(signal=e.signal, timeout=e.expires_at)
+    _parked(f, e, StepOp.WAIT_FOR_SIGNAL, info)
+
+
+def _signal_received(f: _Folder, e: h.SignalReceived) -> None:
+    _wait_info(f, e.step_id, timed_out=False)
+    output = SpanOutput(data=e.memo["data"], has_data=True)
+    _resolved(f, e.step_id, e.at, SpanStatus.COMPLETED, output)
 
 
 def _invoke_started(f: _Folder, e: h.InvokeStarted) -> None:
@@ -373,6 +391,7 @@ _REACHED_A_STEP = (
     h.StepsPlanned,
     h.SleepStarted,
     h.WaitStarted,
+    h.SignalWaitStarted,
     h.InvokeStarted,
 )
 _HANDLERS: dict[type[h.HistoryEvent], Any] = {
@@ -387,6 +406,8 @@ _HANDLERS: dict[type[h.HistoryEvent], Any] = {
     h.WaitStarted: _wait_started,
     h.WaitMatched: _wait_matched,
     h.WaitTimedOut: _wait_timed_out,
+    h.SignalWaitStarted: _signal_wait_started,
+    h.SignalReceived: _signal_received,
     h.InvokeStarted: _invoke_started,
     h.InvokeCompleted: _invoke_completed,
     h.MetadataAdded: _metadata,

@@ -3,8 +3,9 @@
 A conflict means another writer appended to the run between our load and our commit (a
 parallel step finishing, a wait resolved by an event while its timeout fired).  The command is
 still valid, so it is decided again on the fresh history: first write wins, and a command that
-lost its race simply decides nothing.  A lost lease means another worker owns the item now;
-this worker's work is dropped and the winner's stands.
+lost its race simply decides nothing.  A signal conflict (another run waits on a signal this
+decision waits on) is decided again too, told which signals are taken.  A lost lease means
+another worker owns the item now; this worker's work is dropped and the winner's stands.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from app.store.transitions import LeaseLost, Transition, commit_transition
 from domain.commands import Command
 from domain.decide import DecideContext, decide
 from domain.effects import CreatePause, Decision
-from domain.errors import VersionConflict
+from domain.errors import SignalConflict, VersionConflict
 from domain.ids import new_ulid
 from domain.queue import ClaimedItem
 
@@ -36,7 +37,9 @@ log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 8
 
 
-def decide_context(services: Services, now_ms: int) -> DecideContext:
+def decide_context(
+    services: Services, now_ms: int, signals_taken: frozenset[str] = frozenset()
+) -> DecideContext:
     interval = services.settings.retry_interval
     return DecideContext(
         now_ms=now_ms,
@@ -44,6 +47,7 @@ def decide_context(services: Services, now_ms: int) -> DecideContext:
         rand=random.random,
         retry_interval_ms=None if interval is None else int(interval * 1000),
         interpolate=expressions.interpolate_event,
+        signals_taken=signals_taken,
     )
 
 
@@ -113,17 +117,32 @@ async def apply_command(
     """``run_command``, also returning the run's snapshot after the commit (and the run's
     next call, if it was handed to this worker)."""
     conn, snapshot = on.get("conn"), on.get("snapshot")
+    taken: frozenset[str] = frozenset()
     for _ in range(MAX_CONFLICT_RETRIES):
-        basis = (on.get("claimed"), snapshot, on.get("handoff"))
-        if conn is not None:
-            outcome = await _attempt(services, conn, run_id, command, basis)
-        else:
-            async with services.db.connection() as fresh:
-                outcome = await _attempt(services, fresh, run_id, command, basis)
+        basis = _Basis(on.get("claimed"), snapshot, on.get("handoff"), taken)
+        try:
+            if conn is not None:
+                outcome = await _attempt(services, conn, run_id, command, basis)
+            else:
+                async with services.db.connection() as fresh:
+                    outcome = await _attempt(services, fresh, run_id, command, basis)
+        except SignalConflict as exc:
+            taken |= exc.signals
+            outcome = None
         if outcome is not None:
             return outcome
         snapshot = None
     raise VersionConflict(run_id, -1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Basis:
+    """What one attempt decides on, beyond the run's history."""
+
+    claimed: ClaimedItem | None
+    snapshot: Snapshot | None
+    handoff: Lease | None
+    signals_taken: frozenset[str]
 
 
 async def _attempt(
@@ -131,14 +150,14 @@ async def _attempt(
     conn: AsyncConn,
     run_id: str,
     command: Command,
-    on: tuple[ClaimedItem | None, Snapshot | None, Lease | None],
+    on: _Basis,
 ) -> Applied | None:
     """One try; None on a version conflict (the caller re-reads and decides again)."""
-    claimed, snapshot, handoff = on
+    claimed, snapshot, handoff = on.claimed, on.snapshot, on.handoff
     if snapshot is None:
         snapshot = Snapshot.of(run_id, await load_history(conn, run_id))
     now = services.clock.now_ms()
-    decision = decide(snapshot.state, command, decide_context(services, now))
+    decision = decide(snapshot.state, command, decide_context(services, now, on.signals_taken))
     if decision.is_empty and claimed is None:
         return Applied(decision, snapshot)
     t = Transition(run_id, snapshot.version, snapshot.row, decision, claimed, now)

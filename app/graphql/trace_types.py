@@ -171,6 +171,10 @@ def _step_info(info: t.StepInfo | None) -> StepInfo | None:
             timeout=ms_time(info.timeout), timedOut=info.timed_out,
             foundEventID=ULID(info.found_event_id) if info.found_event_id else None,
         )  # fmt: skip
+    if isinstance(info, t.SignalInfo):
+        return WaitForSignalStepInfo(
+            signal=info.signal, timeout=ms_time(info.timeout), timedOut=info.timed_out
+        )
     if isinstance(info, t.InvokeInfo):
         return InvokeStepInfo(
             triggeringEventID=ULID(info.triggering_event_id), functionID=info.function_id,

@@ -135,6 +135,9 @@ dead_letters = Table(
 #: Runs parked on an event: waitForEvent, invoke, cancelOn.  ``match_key`` is an equality the
 #: expression requires (``async.data.id == "42"`` ⇒ ``data.id=42``) so an incoming event finds
 #: its candidates by (event name, key) instead of scanning every pause for that name.
+#: waitForSignal pauses have an empty event name (no event resumes them) and a ``signal``: the
+#: partial unique index lets one live pause hold a signal, so of two runs starting to wait on
+#: it at once the database refuses one (Inngest's signal conflict), with no read-then-write.
 pauses = Table(
     "pauses",
     metadata,
@@ -148,8 +151,10 @@ pauses = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("source_event_id", Text),
+    Column("signal", Text),
     Index("ix_pauses_event_name_match_key", "event_name", "match_key"),
     Index("ix_pauses_run_id", "run_id"),
+    Index("ux_pauses_signal", "signal", unique=True, postgresql_where=text("signal IS NOT NULL")),
 )
 
 #: Synced apps, upserted by name (the URL may change between syncs).

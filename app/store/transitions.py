@@ -3,7 +3,8 @@
 ``commit_transition`` appends the decision's history events after ``base_version``, updates the
 runs view if a visible field changed, carries out every effect, and acks (or, for a retry,
 requeues) the claimed queue item — all or nothing.  If another writer appended first
-(``VersionConflict``) or the claimed item's lease was lost (``LeaseLost``), nothing is written.
+(``VersionConflict``), the claimed item's lease was lost (``LeaseLost``) or another run's
+pause holds a signal this decision waits on (``SignalConflict``), nothing is written.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from domain.effects import (
     FinishRun,
     RetryCall,
 )
-from domain.errors import StepwellError, VersionConflict
+from domain.errors import SignalConflict, StepwellError, VersionConflict
 from domain.history import HistoryEvent
 from domain.queue import ClaimedItem
 from projections.runs import RunRow
@@ -128,6 +129,8 @@ async def commit_transition(
     except psycopg.Error as exc:
         if is_version_conflict(exc):
             raise VersionConflict(t.run_id, t.base_version) from exc
+        if pause_repo.is_signal_conflict(exc):
+            raise SignalConflict(t.run_id, await _signals_held(conn, t)) from exc
         if exc.sqlstate == LEASE_LOST and t.claimed is not None:
             raise LeaseLost(t.claimed.id) from exc
         raise
@@ -146,6 +149,14 @@ async def _write(
     retry = await _apply_effects(conn, t, pause_key)
     if t.claimed is not None:
         await settle_item(conn, t.claimed, t.now_ms, retry)
+
+
+async def _signals_held(conn: AsyncConn, t: Transition) -> frozenset[str]:
+    """The signals of the refused pauses that other pauses hold (read after the rollback)."""
+    pauses = [e for e in t.decision.effects if isinstance(e, CreatePause) and e.signal]
+    if not pauses or conn.info.transaction_status is TransactionStatus.INERROR:
+        return frozenset()  # the caller's transaction failed with ours: let it retry
+    return await pause_repo.signals_held(conn, pauses)
 
 
 async def _rollback(conn: AsyncConn) -> None:

@@ -118,6 +118,11 @@ def _details(info: t.StepInfo | None) -> tuple[tuple[str, str, str | None], ...]
         if info.timed_out:
             found.append(("result", "timed out", None))
         return tuple(found)
+    if isinstance(info, t.SignalInfo):
+        found = [("signal", info.signal, None), ("times out", iso(info.timeout), None)]
+        if info.timed_out is not None:
+            found.append(("result", "timed out" if info.timed_out else "received", None))
+        return tuple(found)
     if isinstance(info, t.InvokeInfo):
         event = info.triggering_event_id
         found = [("function", info.function_id, f"/functions/{info.function_id}"),

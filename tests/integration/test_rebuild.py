@@ -1,8 +1,9 @@
 """``projections rebuild`` reproduces exactly what the live path wrote.
 
-A corpus of runs with mixed outcomes (completed, failed, cancelled, retried, parallel, waiting,
-sleeping, skipped, never started) is driven through the real domain with ``run_command`` — so
-``commit_transition`` writes the runs view as in production — and the stats tailer is drained.
+A corpus of runs with mixed outcomes (completed, failed, cancelled, retried, parallel, waiting
+for events and signals, sleeping, skipped, never started) is driven through the real domain
+with ``run_command`` — so ``commit_transition`` writes the runs view as in production — and the
+stats tailer is drained.
 Then both views are snapshotted, rebuilt from history, and compared row by row.
 """
 
@@ -165,6 +166,15 @@ async def _waiting(d: Driver, run: str, i: int) -> None:
         await d.call(run, DONE)
 
 
+async def _signalled(d: Driver, run: str, i: int) -> None:
+    signal = f"corpus-{run}"
+    wait = Op(id="g", op=Opcode.WAIT_FOR_SIGNAL, name=signal, opts={"signal": signal})
+    await d.call(run, ops(wait))
+    if i % 2:
+        await d.command(run, c.ResumeSignal(step_id="g", signal=signal, data={"i": i}))
+        await d.call(run, DONE)
+
+
 async def _sleeping(d: Driver, run: str, i: int) -> None:
     await d.call(run, ops(Op(id="s", op=Opcode.SLEEP, name="nap", opts={"duration": "1h"})))
     if i % 2:
@@ -189,6 +199,7 @@ SCENARIOS: tuple[Callable[[Driver, str, int], Any], ...] = (
     _exhausted,
     _parallel,
     _waiting,
+    _signalled,
     _sleeping,
     _cancelled,
     _untouched,

@@ -81,6 +81,11 @@ def _opts_for(opcode: Opcode) -> st.SearchStrategy[dict[str, Any]]:
                 "if": st.none() | st.just("async.data.id == event.data.n") | json_values,
             },
         )
+    if opcode is Opcode.WAIT_FOR_SIGNAL:
+        return st.fixed_dictionaries(
+            {"signal": st.sampled_from(["s1", "s2", ""]) | json_values},
+            optional={"timeout": time_specs, "conflict": st.sampled_from(["fail", "replace"])},
+        )
     if opcode is Opcode.INVOKE_FUNCTION:
         payload = st.fixed_dictionaries(
             {}, optional={"data": json_values, "id": st.text(max_size=4), "v": json_values}
@@ -156,6 +161,12 @@ commands = st.one_of(
     ),
     st.builds(c.TimeOutWait, step_id=step_ids),
     st.builds(
+        c.ResumeSignal,
+        step_id=step_ids,
+        signal=st.sampled_from(["s1", "s2"]),
+        data=json_values,
+    ),
+    st.builds(
         c.CompleteInvoke,
         step_id=step_ids,
         output=json_values,
@@ -187,13 +198,16 @@ def schedules(draw: st.DrawFn) -> c.ScheduleRun:
     )
 
 
-def _context(now_ms: int, retry_interval_ms: int | None) -> DecideContext:
+def _context(
+    now_ms: int, retry_interval_ms: int | None, signals_taken: frozenset[str] = frozenset()
+) -> DecideContext:
     ids = itertools.count()
     return DecideContext(
         now_ms=now_ms,
         new_id=lambda: f"01KBKA0ZM00000000000{next(ids):06d}",
         rand=lambda: 0.5,
         retry_interval_ms=retry_interval_ms,
+        signals_taken=signals_taken,
     )
 
 
@@ -218,7 +232,9 @@ def _run(schedule: c.ScheduleRun, script: list[c.Command], interval: int | None)
     memos: dict[str, Any] = {}
     for i, command in enumerate([schedule, *script]):
         was_final = state.is_finished
-        decision = decide(state, command, _context(T0 + 1000 * i, interval))
+        # Every third decision finds signal "s1" taken by another run (a signal conflict).
+        taken = frozenset({"s1"}) if i % 3 == 2 else frozenset()
+        decision = decide(state, command, _context(T0 + 1000 * i, interval, taken))
         if was_final:
             assert decision.is_empty, (command, decision)
         for event in decision.events:
