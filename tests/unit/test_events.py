@@ -145,9 +145,8 @@ def test_an_oversized_event_is_rejected_in_go_s_words() -> None:
     raw = {"name": "a", "data": {"blob": "x" * (MAX_EVENT_BYTES - overhead + 1)}}
     error = rejection(raw, index=3)
     assert error.index == 3
-    assert error.message == (
-        f"Event is over the max size: Max {MAX_EVENT_BYTES} bytes / Size {MAX_EVENT_BYTES + 1} bytes"
-    )
+    sizes = f"Max {MAX_EVENT_BYTES} bytes / Size {MAX_EVENT_BYTES + 1} bytes"
+    assert error.message == f"Event is over the max size: {sizes}"
     assert str(error).startswith("event 3: ")
 
 
