@@ -39,6 +39,7 @@ from app.store.events import first_unstorable, insert_events, received
 from domain.errors import InvalidEvent
 from domain.events import (
     MAX_BODY_BYTES,
+    MAX_EVENT_BYTES,
     event_ids_for,
     invocation_event,
     normalize_events,
@@ -49,6 +50,13 @@ if TYPE_CHECKING:
     from app.main import Services
 
 SEED_HEADER = "x-inngest-event-id-seed"
+#: Parsing and storing a body takes about four times its size in memory (the decoded events,
+#: their JSON for the insert, the statement's parameters).  Bodies over ``LARGE_BODY_BYTES``
+#: (one maximum-size event) take turns, ``LARGE_BODIES_AT_ONCE`` at a time per process, so a
+#: burst of them waits holding only its bytes.  The body is read before waiting, so a client
+#: that sends slowly never holds a turn.
+LARGE_BODY_BYTES = MAX_EVENT_BYTES
+LARGE_BODIES_AT_ONCE = 2
 INVALID_BODY = "Request body must contain an event object or an array of event objects"
 #: What msgspec raises for a body that is not JSON: also invalid UTF-8 and too-deep nesting.
 UNREADABLE_JSON = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
@@ -123,6 +131,16 @@ async def _ingest(request: Request[Any, Any, Any], key: str) -> Response[Any]:
     if rejection is not None:
         return rejection
     body = await request.body()  # over MAX_BODY_BYTES: RequestEntityTooLarge, answered 413
+    if len(body) <= LARGE_BODY_BYTES:
+        return await _accept(services, request, body)
+    async with services.large_ingests:
+        return await _accept(services, request, body)
+
+
+async def _accept(
+    services: Services, request: Request[Any, Any, Any], body: bytes
+) -> Response[Any]:
+    """Judge the body's events, store those Inngest would store, and answer as it does."""
     now_ms = services.clock.now_ms()
     try:
         judged = normalize_events(_parse_events(body), now_ms, len(body))

@@ -9,6 +9,7 @@ send with the same seed stores its events once (Go stores them again under the s
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sys
@@ -22,6 +23,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from app.http.events import LARGE_BODIES_AT_ONCE
 from app.main import create_app
 from app.settings import Settings
 from domain.event_ids import parse_seed, seeded_event_id
@@ -30,6 +32,7 @@ from tests.conftest import count_rows
 from tests.e2e.client import Stepwell
 from tests.e2e.conftest import start_server
 from tests.integration.test_event_api import stored
+from tests.integration.test_sync import stepwell
 from tests.processes import ROOT, clean_env, free_port, spawn
 
 Client = AsyncTestClient[Litestar]
@@ -208,3 +211,33 @@ def test_a_3_mib_event_runs_its_function_with_the_whole_event_and_a_bad_one_runs
     # Only the stored event ran: the bad one and the one after it were never stored.
     assert count_rows(db_url, "events", "name = 'e2e/events.big'") == 1
     assert count_rows(db_url, "runs") == 1
+
+
+async def test_large_bodies_take_turns_while_small_ones_go_straight_through(
+    db_url: str,
+) -> None:
+    """Parsing and storing a big body costs a few times its size in memory, so big bodies are
+    handled ``LARGE_BODIES_AT_ONCE`` at a time; one that waits has stored nothing yet."""
+    port = free_port()
+    # Served on this event loop, so the test can hold the server's turns itself.
+    async with (
+        stepwell(db_url, port) as services,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client,
+    ):
+        turns = services.large_ingests
+        for _ in range(LARGE_BODIES_AT_ONCE):
+            await turns.acquire()  # every turn taken, as by big requests in flight
+        big = [sized_event("parity/turns", MAX_EVENT_BYTES), {"name": "parity/turns"}]
+        headers = {"content-type": "application/json", **SEED_HEADERS}
+        waiting = asyncio.create_task(client.post("/e/key", content=compact(big), headers=headers))
+        while not getattr(turns, "_waiters", None):  # until the request waits for a turn
+            assert not waiting.done(), waiting.result().text[:300]
+            await asyncio.sleep(0.01)
+        small = await client.post("/e/key", json={"name": "parity/small"})
+        assert small.status_code == 200
+        assert count_rows(db_url, "events", "name = 'parity/turns'") == 0
+        turns.release()
+        response = await waiting
+        assert response.status_code == 200 and response.json()["ids"] == seeded(1, 2)
+        assert count_rows(db_url, "events", "name = 'parity/turns'") == 2
+        turns.release()
