@@ -6,9 +6,10 @@ event, and store the accepted ones with their processing items in one transactio
 will be processed.  Replies are Inngest's (``pkg/api/api.go``): ``{"ids": [...], "status":
 200}`` (the TS SDK requires ``status`` in the body), its bare ``{"status", "message",
 "error"}`` for key failures, and for a bad event ``{"ids", "status": 400, "error"}``, where
-``ids`` are those of the events before the bad one, which are stored as Go stores them.  A body
-that is not JSON at all, or has an event PostgreSQL cannot hold, changes nothing (Go would
-have stored the events before the syntax error; SDKs never send one).
+``ids`` are those of the events before the bad one, which are stored as Go stores them.  An
+event PostgreSQL cannot hold (a NUL character) counts as a bad event.  A body that is not JSON
+at all changes nothing (Go would have stored the events before the syntax error; SDKs never
+send one).
 
 Failures other than bad input reach ``app.http.errors.handle_exception``: a body over
 ``MAX_BODY_BYTES`` is 413 (whether announced by Content-Length or streamed in chunks, nothing
