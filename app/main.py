@@ -75,6 +75,10 @@ class Services:
     #: Snapshots of the runs this process works on (see ``app/engine/run_cache.py``).
     runs: RunCache = field(default_factory=RunCache)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Large ``POST /e`` bodies parsed and stored at once (see ``app/http/events.py``).
+    large_ingests: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(events.LARGE_BODIES_AT_ONCE)
+    )
     _listener: asyncio.Task[None] | None = None
     _sync_task: asyncio.Task[None] | None = None
     #: Loops that stop by themselves when ``stop`` is set (crons, projection tailers).

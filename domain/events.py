@@ -1,12 +1,16 @@
 """Inbound events: the rules an event must pass before it is stored, and its internal ids.
 
 ``POST /e/{key}`` and ``POST /invoke/{slug}`` hand this module parsed JSON; it answers with the
-event dict that ``app.store.events.insert_events`` stores, or raises ``InvalidEvent`` naming the
-broken rule.  The rules are Inngest's (``pkg/event/inbound.go``, ``event.go``,
-``eventstream.go``, ``consts.go``): a non-empty ``name`` outside the reserved ``inngest/``
-prefix, object ``data``/``user``, string ``id``/``v``, an integer millisecond ``ts`` between
-1980 and 2100 (0 or absent means "now"), and size and count limits.  Unknown top-level keys
-are dropped, as Go's struct decoding drops them.  Internal ids come from the SDKs'
+event dicts that ``app.store.events.insert_events`` stores.  The rules are Inngest's
+(``pkg/event/inbound.go``, ``event.go``, ``eventstream.go``, ``consts.go``), with Go's error
+texts where Go has the rule: a non-empty ``name`` outside the reserved ``inngest/`` prefix,
+object ``data``/``user``, string ``id``/``v``, an integer millisecond ``ts`` between 1980 and
+2100 (0 or absent means "now"), and size and count limits.  Unknown top-level keys are dropped,
+as Go's struct decoding drops them.
+
+A request's events are judged in order and judging stops at the first bad one, which is what
+Go's streaming handler does: the events before it are still stored and their ids returned
+next to the error (``NormalizedEvents``).  Internal ids come from the SDKs'
 ``x-inngest-event-id-seed`` header (``domain.event_ids``) so that a retried send gets the same
 ids back; without a usable seed they are fresh ULIDs.
 """
@@ -14,7 +18,8 @@ ids back; without a usable seed they are fresh ULIDs.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from domain.errors import InvalidEvent
@@ -22,11 +27,13 @@ from domain.event_ids import parse_seed, seeded_event_id
 
 #: ``consts.MaxEvents``: the most events one request may carry.
 MAX_EVENTS_PER_REQUEST = 5_000
-#: ``consts.DefaultMaxEventSize`` (512 KiB), Inngest's documented per-event limit.  Go's OSS
-#: ``/e/`` handler actually passes ``AbsoluteMaxEventSize`` (3 MiB) to its stream parser.
-MAX_EVENT_BYTES = 512 * 1024
-#: Stepwell's own cap on a whole request body (Go streams and has none): room for a full batch
-#: of typical events while bounding what one request can make us hold in memory.
+#: ``consts.AbsoluteMaxEventSize`` (3 MiB), the per-event limit Go's ``/e/`` handler passes to
+#: its stream parser.  (``consts.DefaultMaxEventSize``, 512 KiB, is Inngest Cloud's default
+#: plan limit; the open-source server does not apply it.)
+MAX_EVENT_BYTES = 3 * 1024 * 1024
+#: Stepwell's own cap on a whole request body (Go streams and has none): ten events of the
+#: maximum size, or a full batch of typical ones, while bounding what one request can make us
+#: hold in memory.
 MAX_BODY_BYTES = 32 * 1024 * 1024
 #: ``consts.MaxEventNameLength`` (enforced by Go's v2 event API; v1 ``/e/`` does not check).
 MAX_NAME_LENGTH = 512
@@ -42,6 +49,15 @@ MIN_TS_MS = 315_532_800_000
 MAX_TS_MS = 4_102_444_800_000
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NormalizedEvents:
+    """The storable events of one request: those before its first bad event, and that
+    event's rejection (``None`` when every event passed)."""
+
+    events: list[dict[str, Any]]
+    error: InvalidEvent | None
+
+
 def normalize_event(
     raw: Any, index: int, now_ms: int, *, check_size: bool = True
 ) -> dict[str, Any]:
@@ -54,7 +70,7 @@ def normalize_event(
         raise InvalidEvent(index, "an event must be a JSON object")
     name = raw.get("name")
     if name is None or name == "":
-        raise InvalidEvent(index, "event name is required")
+        raise InvalidEvent(index, "event name is empty")
     if not isinstance(name, str):
         raise InvalidEvent(index, "event name must be a string")
     if len(name) > MAX_NAME_LENGTH:
@@ -73,16 +89,27 @@ def normalize_event(
     return event
 
 
-def normalize_events(raws: list[Any], now_ms: int, body_bytes: int) -> list[dict[str, Any]]:
-    """Every event of one request, all or nothing: the first broken rule raises."""
-    if len(raws) > MAX_EVENTS_PER_REQUEST:
-        raise InvalidEvent(
-            MAX_EVENTS_PER_REQUEST,
-            f"cannot have more than {MAX_EVENTS_PER_REQUEST} events in a batch",
-        )
+def normalize_events(raws: Sequence[Any], now_ms: int, body_bytes: int) -> NormalizedEvents:
+    """The events of one request, judged in order up to the first bad one.
+
+    Go's handler stores each event as its stream parser hands it over, so a bad event stops
+    the request there and the events before it stay stored; this returns exactly those.  The
+    count limit works the same way: the first ``MAX_EVENTS_PER_REQUEST`` events pass and the
+    one after them is the error.
+    """
     # No event can be larger than the body that carries it, so small bodies skip measuring.
     check_size = body_bytes > MAX_EVENT_BYTES
-    return [normalize_event(raw, i, now_ms, check_size=check_size) for i, raw in enumerate(raws)]
+    events: list[dict[str, Any]] = []
+    for index, raw in enumerate(raws):
+        try:
+            if index == MAX_EVENTS_PER_REQUEST:
+                raise InvalidEvent(
+                    index, f"Cannot have more than {MAX_EVENTS_PER_REQUEST} events in a batch"
+                )
+            events.append(normalize_event(raw, index, now_ms, check_size=check_size))
+        except InvalidEvent as exc:
+            return NormalizedEvents(events=events, error=exc)
+    return NormalizedEvents(events=events, error=None)
 
 
 def invocation_event(raw: Any, fn_id: str, now_ms: int) -> dict[str, Any]:
@@ -166,9 +193,9 @@ def _timestamp(raw: dict[str, Any], index: int, now_ms: int) -> int:
     if isinstance(ts, bool) or not isinstance(ts, int):
         raise InvalidEvent(index, "event ts must be an integer (milliseconds since the epoch)")
     if ts < MIN_TS_MS:
-        raise InvalidEvent(index, "event ts is before Jan 1, 1980 (it is in milliseconds)")
+        raise InvalidEvent(index, "timestamp is before Jan 1, 1980")
     if ts > MAX_TS_MS:
-        raise InvalidEvent(index, "event ts is after Jan 1, 2100 (it is in milliseconds)")
+        raise InvalidEvent(index, "timestamp is after Jan 1, 2100")
     return ts
 
 
@@ -178,5 +205,5 @@ def _check_size(raw: dict[str, Any], index: int) -> None:
     size = len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode())
     if size > MAX_EVENT_BYTES:
         raise InvalidEvent(
-            index, f"event is over the max size: max {MAX_EVENT_BYTES} bytes, size {size} bytes"
+            index, f"Event is over the max size: Max {MAX_EVENT_BYTES} bytes / Size {size} bytes"
         )

@@ -3,9 +3,13 @@
 Controllers only: check the key, read and parse the body, let ``domain.events`` judge every
 event, and store the accepted ones with their processing items in one transaction
 (``app.store.events.insert_events``) before replying, so an acknowledged event is durable and
-will be processed.  Replies follow Inngest's ``pkg/api/api.go``: ``{"ids": [...],
-"status": 200}`` (the TS SDK requires ``status`` in the body), failures as the error envelope
-plus ``ids``, and its bare ``{"status", "message", "error"}`` shape for key failures.
+will be processed.  Replies are Inngest's (``pkg/api/api.go``): ``{"ids": [...], "status":
+200}`` (the TS SDK requires ``status`` in the body), its bare ``{"status", "message",
+"error"}`` for key failures, and for a bad event ``{"ids", "status": 400, "error"}``, where
+``ids`` are those of the events before the bad one, which are stored as Go stores them.  An
+event PostgreSQL cannot hold (a NUL character) counts as a bad event.  A body that is not JSON
+at all changes nothing (Go would have stored the events before the syntax error; SDKs never
+send one).
 
 Failures other than bad input reach ``app.http.errors.handle_exception``: a body over
 ``MAX_BODY_BYTES`` is 413 (whether announced by Content-Length or streamed in chunks, nothing
@@ -13,26 +17,30 @@ is read past the limit) and a database failure is 503 with ``Retry-After``.  Whe
 connection was lost mid-request the events may or may not be stored; a retry carrying the same
 ``x-inngest-event-id-seed`` derives the same internal ids (``domain.event_ids``), which
 ``insert_events`` stores once (``ON CONFLICT (internal_id) DO NOTHING``), and both SDKs keep the
-header across their retries.
+header across their retries.  So does a retried partial send: the events stored the first time
+are not stored again (Go stores them again under the same ids).
 """
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import psycopg
 from litestar import Request, Response, post
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
 from app.drivers.signing import bearer_matches
-from app.http.errors import ERROR_FIELDS, RETRY_NOTE, ApiError, envelope, error_responses
+from app.http.errors import ERROR_FIELDS, RETRY_NOTE, ApiError, error_responses
 from app.settings import Settings
-from app.store.events import insert_events, received
+from app.store.events import first_unstorable, insert_events, received
 from domain.errors import InvalidEvent
 from domain.events import (
     MAX_BODY_BYTES,
+    MAX_EVENT_BYTES,
     event_ids_for,
     invocation_event,
     normalize_events,
@@ -43,6 +51,13 @@ if TYPE_CHECKING:
     from app.main import Services
 
 SEED_HEADER = "x-inngest-event-id-seed"
+#: Parsing and storing a body takes about four times its size in memory (the decoded events,
+#: their JSON for the insert, the statement's parameters).  Bodies over ``LARGE_BODY_BYTES``
+#: (one maximum-size event) take turns, ``LARGE_BODIES_AT_ONCE`` at a time per process, so a
+#: burst of them waits holding only its bytes.  The body is read before waiting, so a client
+#: that sends slowly never holds a turn.
+LARGE_BODY_BYTES = MAX_EVENT_BYTES
+LARGE_BODIES_AT_ONCE = 2
 INVALID_BODY = "Request body must contain an event object or an array of event objects"
 #: What msgspec raises for a body that is not JSON: also invalid UTF-8 and too-deep nesting.
 UNREADABLE_JSON = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
@@ -59,6 +74,27 @@ INVOKE_RETRY_NOTE = (
 #: ``opt`` of the ``/e`` routes: every failure carries ``ids`` (Go's shape, which SDKs read).
 EVENTS_OPT = {ERROR_FIELDS: {"ids": []}, RETRY_NOTE: EVENTS_RETRY_NOTE}
 
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventsRejected:
+    """A ``POST /e`` 400 (Go's ``EventAPIResponse``): ``ids`` of the events stored before the
+    bad one, and why that one was refused."""
+
+    ids: list[str] = field(default_factory=list)
+    status: int = 400
+    error: str
+
+
+#: The ``/e`` routes' failures: 400 in Go's shape, the others in the error envelope.
+EVENTS_RESPONSES = {
+    **error_responses(401, 413, 503),
+    400: ResponseSpec(
+        data_container=EventsRejected,
+        description="Bad Request: an event broke a rule; the events before it are stored",
+        generate_examples=False,
+    ),
+}
+
 ACTIVE_FUNCTION_EXISTS = """
 SELECT 1 FROM functions
  WHERE (slug = %s OR id = %s) AND archived_at IS NULL
@@ -70,7 +106,7 @@ SELECT 1 FROM functions
     "/e/{key:str}",
     request_max_body_size=MAX_BODY_BYTES,
     status_code=200,
-    responses=error_responses(400, 401, 413, 503),
+    responses=EVENTS_RESPONSES,
     opt=EVENTS_OPT,
 )
 async def ingest_events(request: Request[Any, Any, Any], key: FromPath[str]) -> Response[Any]:
@@ -82,7 +118,7 @@ async def ingest_events(request: Request[Any, Any, Any], key: FromPath[str]) -> 
     "/e",
     request_max_body_size=MAX_BODY_BYTES,
     status_code=200,
-    responses=error_responses(400, 401, 413, 503),
+    responses=EVENTS_RESPONSES,
     opt=EVENTS_OPT,
 )
 async def ingest_events_without_key(request: Request[Any, Any, Any]) -> Response[Any]:
@@ -96,20 +132,36 @@ async def _ingest(request: Request[Any, Any, Any], key: str) -> Response[Any]:
     if rejection is not None:
         return rejection
     body = await request.body()  # over MAX_BODY_BYTES: RequestEntityTooLarge, answered 413
+    if len(body) <= LARGE_BODY_BYTES:
+        return await _accept(services, request, body)
+    async with services.large_ingests:
+        return await _accept(services, request, body)
+
+
+async def _accept(
+    services: Services, request: Request[Any, Any, Any], body: bytes
+) -> Response[Any]:
+    """Judge the body's events, store those Inngest would store, and answer as it does."""
     now_ms = services.clock.now_ms()
-    # Deliberate deviation from Go, which stores the events before the bad one and answers
-    # 400 with their ids: bad input changes nothing here, so every event is judged before
-    # any is stored and a rejected request reports no ids.
     try:
-        events = normalize_events(_parse_events(body), now_ms, len(body))
-    except (ApiError, InvalidEvent) as exc:
-        return _rejected(str(exc))
+        judged = normalize_events(_parse_events(body), now_ms, len(body))
+    except ApiError as exc:
+        return _rejected([], exc.message)
+    events = judged.events
+    error = None if judged.error is None else judged.error.message
+    unstorable = first_unstorable(events, body)
+    if unstorable is not None:
+        index, error = unstorable
+        events = events[:index]
     ids = event_ids_for(len(events), request.headers.get(SEED_HEADER), new_ulid)
     try:
         await _store(services, list(zip(ids, events, strict=True)), now_ms)
     except psycopg.DataError as exc:
-        return _rejected(_unstorable(exc))
+        # A value the checks above did not foresee; the transaction rolled back whole.
+        return _rejected([], _unstorable(exc))
     # Any other database failure propagates: 503 (see EVENTS_RETRY_NOTE).
+    if error is not None:
+        return _rejected(ids, error)
     return Response({"ids": ids, "status": 200}, status_code=200)
 
 
@@ -197,8 +249,9 @@ def _key_failure(status: int, error: str) -> Response[Any]:
     return Response({"status": status, "message": "", "error": error}, status_code=status)
 
 
-def _rejected(message: str) -> Response[Any]:
-    return envelope(400, message, ids=[])
+def _rejected(ids: list[str], error: str) -> Response[Any]:
+    """Go's ``EventAPIResponse`` for a bad request: the ids of the events stored before it."""
+    return Response({"ids": ids, "status": 400, "error": error}, status_code=400)
 
 
 def _parse_events(body: bytes) -> list[Any]:

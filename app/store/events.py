@@ -127,6 +127,44 @@ def event_items(
     return items, listen
 
 
+#: How JSON writes U+0000, which PostgreSQL's ``text`` and ``jsonb`` cannot hold.
+_ESCAPED_NUL = b"\\u0000"
+UNSTORABLE_NUL = (
+    "event cannot be stored: it contains the character U+0000 (\\u0000), which PostgreSQL "
+    "text cannot hold"
+)
+
+
+def first_unstorable(events: Sequence[Mapping[str, Any]], body: bytes) -> tuple[int, str] | None:
+    """The position of the first of ``events`` (parsed from ``body``) that the events table
+    cannot hold, and why; None when all of them fit.
+
+    Found before the insert so that the events before it can be stored, as they are when an
+    event breaks one of Inngest's rules.  Only a body that spells the escape is searched.
+    """
+    if _ESCAPED_NUL not in body:
+        return None
+    for index, event in enumerate(events):
+        if _holds_nul(event):
+            return index, UNSTORABLE_NUL
+    return None
+
+
+def _holds_nul(value: object) -> bool:
+    pending = [value]
+    while pending:  # iterative: a deeply nested event must not exhaust the recursion limit
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def received(now_ms: int) -> datetime:
     return to_dt(now_ms)
 

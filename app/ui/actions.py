@@ -1,7 +1,7 @@
 """What the UI's forms write: send (or replay) an event, invoke a function.
 
 Each action validates its form the way the matching API does — an event goes through
-``domain.events.normalize_events`` like a ``POST /e/`` body, an invocation through
+``domain.events.normalize_event`` like an event of a ``POST /e/`` body, an invocation through
 ``invocation_event`` like ``POST /invoke`` — and stores it with its processing item in one
 transaction (``insert_events``).  A form the API would refuse raises ``FormError`` with the
 message the page shows next to the form; nothing is stored then.
@@ -17,7 +17,7 @@ import psycopg
 from app.registry import store as registry
 from app.store.events import insert_events, received
 from domain.errors import InvalidEvent
-from domain.events import invocation_event, normalize_events
+from domain.events import invocation_event, normalize_event
 from domain.ids import new_ulid
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ async def send_event(services: Services, name: str, data_text: str) -> str:
     raw = {"name": name.strip(), "data": data}
     now = services.clock.now_ms()
     try:
-        [event] = normalize_events([raw], now, len(json.dumps(raw).encode()))
+        event = normalize_event(raw, 0, now)
     except InvalidEvent as exc:
         raise FormError(exc.message) from None
     return await _store(services, event, now)

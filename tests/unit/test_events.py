@@ -79,8 +79,8 @@ def test_an_event_must_be_an_object(raw: Any) -> None:
 
 
 @pytest.mark.parametrize("raw", [{}, {"name": ""}, {"name": None}, {"data": {}}])
-def test_a_name_is_required(raw: Any) -> None:
-    assert rejection(raw).message == "event name is required"
+def test_a_name_is_required_in_go_s_words(raw: Any) -> None:
+    assert rejection(raw).message == "event name is empty"
 
 
 @pytest.mark.parametrize("name", [5, ["a"], {"n": 1}, True])
@@ -123,11 +123,12 @@ def test_wrongly_typed_fields_are_rejected(field: str, value: Any, words: str) -
     assert words in rejection({"name": "a", field: value}).message
 
 
-def test_ts_bounds_are_1980_and_2100_inclusive() -> None:
+def test_ts_bounds_are_1980_and_2100_inclusive_with_go_s_messages() -> None:
     assert normalize_event({"name": "a", "ts": MIN_TS_MS}, 0, NOW)["ts"] == MIN_TS_MS
     assert normalize_event({"name": "a", "ts": MAX_TS_MS}, 0, NOW)["ts"] == MAX_TS_MS
-    assert "before Jan 1, 1980" in rejection({"name": "a", "ts": MIN_TS_MS - 1}).message
-    assert "after Jan 1, 2100" in rejection({"name": "a", "ts": MAX_TS_MS + 1}).message
+    before = rejection({"name": "a", "ts": MIN_TS_MS - 1}).message
+    assert before == "timestamp is before Jan 1, 1980"
+    assert rejection({"name": "a", "ts": MAX_TS_MS + 1}).message == "timestamp is after Jan 1, 2100"
 
 
 def test_seconds_instead_of_milliseconds_and_negative_ts_are_rejected() -> None:
@@ -135,11 +136,17 @@ def test_seconds_instead_of_milliseconds_and_negative_ts_are_rejected() -> None:
     assert "1980" in rejection({"name": "a", "ts": -1}).message
 
 
-def test_an_oversized_event_is_rejected_naming_the_limit() -> None:
-    raw = {"name": "a", "data": {"blob": "x" * MAX_EVENT_BYTES}}
+def test_the_size_limit_is_inngest_s_absolute_maximum_of_3_mib() -> None:
+    assert MAX_EVENT_BYTES == 3 * 1024 * 1024
+
+
+def test_an_oversized_event_is_rejected_in_go_s_words() -> None:
+    overhead = len('{"name":"a","data":{"blob":""}}')
+    raw = {"name": "a", "data": {"blob": "x" * (MAX_EVENT_BYTES - overhead + 1)}}
     error = rejection(raw, index=3)
     assert error.index == 3
-    assert f"max {MAX_EVENT_BYTES} bytes" in error.message
+    sizes = f"Max {MAX_EVENT_BYTES} bytes / Size {MAX_EVENT_BYTES + 1} bytes"
+    assert error.message == f"Event is over the max size: {sizes}"
     assert str(error).startswith("event 3: ")
 
 
@@ -154,26 +161,43 @@ def test_size_counts_utf8_bytes_not_characters() -> None:
     assert "max size" in rejection(raw).message
 
 
-def test_a_batch_is_judged_whole_and_reports_the_first_bad_position() -> None:
-    raws = [{"name": "ok"}, {"name": "ok"}, {"name": "inngest/x"}, 5]
-    with pytest.raises(InvalidEvent) as info:
-        normalize_events(raws, NOW, body_bytes=100)
-    assert info.value.index == 2
+def test_a_batch_is_judged_up_to_its_first_bad_event_which_keeps_the_ones_before() -> None:
+    raws = [{"name": "ok"}, {"name": "ok", "data": {"i": 1}}, {"name": "inngest/x"}, 5]
+    judged = normalize_events(raws, NOW, body_bytes=100)
+    assert [e["name"] for e in judged.events] == ["ok", "ok"]
+    assert judged.events[1]["data"] == {"i": 1}
+    assert judged.error is not None and judged.error.index == 2
+    assert judged.error.message == "event name is reserved for internal use: inngest/x"
 
 
-def test_a_batch_may_hold_the_maximum_count_but_no_more() -> None:
+def test_a_bad_first_event_leaves_nothing_to_store() -> None:
+    judged = normalize_events([{"name": ""}, {"name": "ok"}], NOW, body_bytes=100)
+    assert judged.events == []
+    assert judged.error is not None and judged.error.index == 0
+
+
+def test_a_batch_of_good_events_has_no_error() -> None:
+    judged = normalize_events([{"name": "a"}, {"name": "b"}], NOW, body_bytes=100)
+    assert [e["name"] for e in judged.events] == ["a", "b"] and judged.error is None
+
+
+def test_a_batch_may_hold_the_maximum_count_and_the_ones_past_it_are_the_error() -> None:
     full = [{"name": "a"}] * MAX_EVENTS_PER_REQUEST
-    assert len(normalize_events(full, NOW, body_bytes=80_000)) == MAX_EVENTS_PER_REQUEST
-    with pytest.raises(InvalidEvent) as info:
-        normalize_events([*full, {"name": "a"}], NOW, body_bytes=80_000)
-    assert f"more than {MAX_EVENTS_PER_REQUEST} events" in info.value.message
+    judged = normalize_events(full, NOW, body_bytes=80_000)
+    assert len(judged.events) == MAX_EVENTS_PER_REQUEST and judged.error is None
+    # As Go's stream parser: the first MAX_EVENTS_PER_REQUEST pass, the next one is refused.
+    over = normalize_events([*full, {"name": "a"}, {"name": "a"}], NOW, body_bytes=80_000)
+    assert len(over.events) == MAX_EVENTS_PER_REQUEST
+    assert over.error is not None and over.error.index == MAX_EVENTS_PER_REQUEST
+    assert over.error.message == "Cannot have more than 5000 events in a batch"
 
 
 def test_a_large_body_has_its_events_measured_one_by_one() -> None:
     big = {"name": "a", "data": {"blob": "x" * MAX_EVENT_BYTES}}
-    with pytest.raises(InvalidEvent) as info:
-        normalize_events([{"name": "a"}, big], NOW, body_bytes=MAX_EVENT_BYTES + 100)
-    assert info.value.index == 1
+    judged = normalize_events([{"name": "a"}, big], NOW, body_bytes=MAX_EVENT_BYTES + 100)
+    assert len(judged.events) == 1
+    assert judged.error is not None and judged.error.index == 1
+    assert "over the max size" in judged.error.message
 
 
 def test_the_invocation_event_carries_the_target_and_replaces_user_metadata() -> None:
