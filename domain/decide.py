@@ -15,14 +15,12 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from domain import backoff, durations, metadata
+from domain import backoff, metadata, parking
 from domain import commands as c
 from domain import history as h
-from domain.effects import ClearPause, CreatePause, Decision, Effect, EmitEvent, Enqueue, RetryCall
-from domain.ids import deterministic_uuid
+from domain.effects import ClearPause, Decision, Effect, Enqueue, RetryCall
 from domain.lifecycle import finish_effects
 from domain.opcodes import (
     GATEWAYS,
@@ -35,6 +33,7 @@ from domain.opcodes import (
     Opcode,
     OpsReported,
 )
+from domain.parking import pause_id
 from domain.queue import DISCOVERY_STEP, ItemKind, ItemSpec, step_job_id
 from domain.run import RunState, evolve
 from domain.schedule import schedule, score, timeout_item
@@ -47,12 +46,6 @@ MAX_OPS_PER_RESPONSE = 1000
 MAX_DEFERS_PER_RUN = 20
 MAX_DEFER_INPUT_BYTES = 4 * 1024 * 1024
 MAX_DEFER_INPUT_TOTAL_BYTES = 4 * 1024 * 1024
-INVOKE_DEFAULT_TIMEOUT = timedelta(days=365)
-#: Inngest waits a year for a signal when the SDK gives no timeout.
-SIGNAL_DEFAULT_TIMEOUT = timedelta(days=365)
-#: Signals are keys of a unique index; a btree entry must stay well under a page.
-MAX_SIGNAL_LENGTH = 1024
-SIGNAL_CONFLICT = "Signal conflict; signal wait already exists for another run"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,10 +193,6 @@ class _Builder:
         self.finish(h.RunFailed(at=self.ctx.now_ms, error=plain_error(name, message)))
 
 
-def pause_id(run_id: str, step_id: str) -> str:
-    return deterministic_uuid(f"{run_id}{step_id}")
-
-
 def _handle_call(b: _Builder, cmd: c.HandleCallResult) -> None:
     call, result = cmd.call, cmd.result
     if b.state.started_at is None:
@@ -334,13 +323,13 @@ def _handle_op(b: _Builder, call: c.Call, result: OpsReported, op: Op) -> None:
             name=op.ui_name,
         )
     elif op.op is Opcode.SLEEP:
-        _sleep(b, op)
+        parking.sleep(b, op)
     elif op.op is Opcode.WAIT_FOR_EVENT:
-        _wait_for_event(b, op)
+        parking.wait_for_event(b, op)
     elif op.op is Opcode.WAIT_FOR_SIGNAL:
-        _wait_for_signal(b, call, op)
+        parking.wait_for_signal(b, call, op)
     elif op.op is Opcode.INVOKE_FUNCTION:
-        _invoke(b, op)
+        parking.invoke(b, op)
     elif op.op in (Opcode.RUN_COMPLETE, Opcode.SYNC_RUN_COMPLETE):
         b.finish(h.RunCompleted(at=now, output=op.data))
     elif op.op is Opcode.DISCOVERY_REQUEST:
@@ -500,229 +489,3 @@ def _step_failed(b: _Builder, call: c.Call, op: Op, error: Any) -> None:
         )
     )
     b.step_done(op.id)
-
-
-def _deadline(b: _Builder, spec: Any, default: timedelta | None) -> int | None:
-    return durations.deadline_ms(b.ctx.now_ms, spec, default)
-
-
-def _invalid_op(b: _Builder, op: Op, problem: object) -> None:
-    # The SDK will send the same op again on every retry: fail now, with the reason.
-    b.fail_run("Error", f"invalid {op.op.value} op {op.ui_name!r} from the SDK: {problem}")
-
-
-def _sleep(b: _Builder, op: Op) -> None:
-    try:
-        until = _deadline(b, op.opts.get("duration") or op.name, None)
-    except durations.InvalidDuration as exc:
-        _invalid_op(b, op, exc)
-        return
-    if until is None:
-        b.fail_run("InngestErrTimeoutTooLong", "sleep is longer than 366 days")
-        return
-    b.emit(h.SleepStarted(at=b.ctx.now_ms, step_id=op.id, name=op.ui_name, until=until))
-    b.enqueue(ItemKind.SLEEP, step_job_id(b.state.run_id, "sleep", op.id), op.id, until)
-
-
-def _wait_for_event(b: _Builder, op: Op) -> None:
-    s = b.state
-    try:
-        expires = _deadline(b, op.opts.get("timeout"), None)
-    except durations.InvalidDuration as exc:
-        _invalid_op(b, op, exc)
-        return
-    if expires is None:
-        b.fail_run("InngestErrTimeoutTooLong", "waitForEvent timeout is longer than 366 days")
-        return
-    event_name = str(op.opts.get("event") or op.name)
-    raw_if = op.opts.get("if")
-    try:
-        expression = b.ctx.interpolate(str(raw_if), s.events[0]) if raw_if else None
-    except ValueError as exc:  # the expression cannot be evaluated, now or ever
-        _invalid_op(b, op, exc)
-        return
-    pid = pause_id(s.run_id, op.id)
-    b.emit(
-        h.WaitStarted(
-            at=b.ctx.now_ms,
-            step_id=op.id,
-            name=op.ui_name,
-            event_name=event_name,
-            expression=expression,
-            expires_at=expires,
-            pause_id=pid,
-        )
-    )
-    b.effects.append(
-        CreatePause(
-            pause_id=pid,
-            run_id=s.run_id,
-            step_id=op.id,
-            kind="wait",
-            event_name=event_name,
-            expression=expression,
-            expires_at=expires,
-            created_at=b.ctx.now_ms,
-        )
-    )
-    b.enqueue(
-        ItemKind.PAUSE_TIMEOUT,
-        step_job_id(s.run_id, "wait", op.id),
-        op.id,
-        expires,
-        pause_id=pid,
-        pause_kind="wait",
-    )
-
-
-def _wait_for_signal(b: _Builder, call: c.Call, op: Op) -> None:
-    s = b.state
-    if op.id in s.steps or s.waiting.get(op.id) == "signal":
-        return  # a repeated report of a wait already resolved or in place
-    signal = op.opts.get("signal")
-    if not isinstance(signal, str) or not signal:
-        _invalid_op(b, op, "opts.signal must be a non-empty string")
-        return
-    if len(signal) > MAX_SIGNAL_LENGTH:
-        _invalid_op(b, op, f"the signal is longer than {MAX_SIGNAL_LENGTH} characters")
-        return
-    timeout = op.opts.get("timeout")
-    try:
-        expires = _deadline(b, timeout, None if timeout else SIGNAL_DEFAULT_TIMEOUT)
-    except durations.InvalidDuration as exc:
-        _invalid_op(b, op, exc)
-        return
-    if expires is None:
-        b.fail_run("InngestErrTimeoutTooLong", "waitForSignal timeout is longer than 366 days")
-        return
-    on_conflict = str(op.opts.get("conflict") or "fail")
-    if signal in b.ctx.signals_taken and on_conflict != "replace":
-        # Inngest fails the run at once: the step shows the conflict, the run ends with it.
-        error = {"name": "Error", "message": SIGNAL_CONFLICT, "error": f"Error: {SIGNAL_CONFLICT}"}
-        b.emit(
-            h.StepFailed(
-                at=b.ctx.now_ms,
-                step_id=op.id,
-                name=op.ui_name,
-                attempt=call.attempt,
-                error=error,
-                started_at=call.started_at,
-            )
-        )
-        b.finish(h.RunFailed(at=b.ctx.now_ms, error=error))
-        return
-    pid = pause_id(s.run_id, op.id)
-    b.emit(
-        h.SignalWaitStarted(
-            at=b.ctx.now_ms,
-            step_id=op.id,
-            name=op.ui_name,
-            signal=signal,
-            expires_at=expires,
-            pause_id=pid,
-            on_conflict=on_conflict,
-        )
-    )
-    b.effects.append(
-        CreatePause(
-            pause_id=pid,
-            run_id=s.run_id,
-            step_id=op.id,
-            kind="signal",
-            event_name="",  # no event resumes it: event names are never empty
-            expression=None,
-            expires_at=expires,
-            created_at=b.ctx.now_ms,
-            signal=signal,
-            replace_signal=on_conflict == "replace",
-        )
-    )
-    b.enqueue(
-        ItemKind.PAUSE_TIMEOUT,
-        step_job_id(s.run_id, "wait", op.id),
-        op.id,
-        expires,
-        pause_id=pid,
-        pause_kind="signal",
-    )
-
-
-def _invoke(b: _Builder, op: Op) -> None:
-    s = b.state
-    try:
-        expires = _deadline(b, op.opts.get("timeout"), INVOKE_DEFAULT_TIMEOUT)
-    except durations.InvalidDuration as exc:
-        _invalid_op(b, op, exc)
-        return
-    assert expires is not None
-    target = str(op.opts.get("function_id") or "")
-    payload = op.opts.get("payload")
-    payload = payload if isinstance(payload, Mapping) else {}
-    if not isinstance(payload.get("data") or {}, Mapping):
-        _invalid_op(b, op, "payload.data must be an object")
-        return
-    correlation = f"{s.run_id}.{op.id}"
-    event_id = str(payload.get("id") or b.ctx.new_id())
-    pid = pause_id(s.run_id, op.id)
-    data = dict(payload.get("data") or {})
-    data["_inngest"] = {
-        "fn_id": target,
-        "correlation_id": correlation,
-        "expire": expires,
-        "gid": "",
-        "name": op.ui_name,
-        "source_app_id": s.app_id,
-        "source_fn_id": s.function_id,
-        "source_fn_v": s.function_version,
-    }
-    event: dict[str, Any] = {
-        "name": "inngest/function.invoked",
-        "data": data,
-        "user": payload.get("user") or {},
-        "id": event_id,
-        "ts": b.ctx.now_ms,
-    }
-    if payload.get("v"):
-        event["v"] = payload["v"]
-    b.emit(
-        h.InvokeStarted(
-            at=b.ctx.now_ms,
-            step_id=op.id,
-            name=op.ui_name,
-            function_slug=target,
-            correlation_id=correlation,
-            invoke_event_id=event_id,
-            expires_at=expires,
-            pause_id=pid,
-        )
-    )
-    b.effects.append(
-        CreatePause(
-            pause_id=pid,
-            run_id=s.run_id,
-            step_id=op.id,
-            kind="invoke",
-            event_name="inngest/function.finished",
-            expression=None,
-            expires_at=expires,
-            created_at=b.ctx.now_ms,
-            source_event_id=event_id,
-            correlation_id=correlation,
-        )
-    )
-    b.enqueue(
-        ItemKind.PAUSE_TIMEOUT,
-        step_job_id(s.run_id, "wait", op.id),
-        op.id,
-        expires,
-        pause_id=pid,
-        pause_kind="invoke",
-    )
-    b.effects.append(EmitEvent(internal_id=b.ctx.new_id(), event=event))
-
-
-INVOKE_TIMEOUT_ERROR = {
-    "name": "InngestInvokeTimeoutError",
-    "message": "Timed out waiting for invoked function to complete",
-    "error": "InngestInvokeTimeoutError: Timed out waiting for invoked function to complete",
-}

@@ -22,9 +22,9 @@ from app.store.db import LazyConnection
 from app.store.history import load_history
 from app.store.queue import ack_item
 from domain import commands as c
-from domain.decide import INVOKE_TIMEOUT_ERROR
 from domain.effects import CreatePause
 from domain.opcodes import CallFailed, CallResult, OpsReported
+from domain.parking import INVOKE_TIMEOUT_ERROR
 from domain.queue import ClaimedItem
 
 if TYPE_CHECKING:

@@ -6,6 +6,7 @@ kill or reconfigure the server build their own.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -19,6 +20,7 @@ from tests.e2e.client import Stepwell
 from tests.processes import ROOT, Proc, clean_env, free_port, spawn, stepwell_args
 
 PY_APP = ROOT / "tests" / "e2e" / "apps" / "py_app.py"
+NODE_APP = ROOT / "tests" / "e2e" / "apps" / "node_app"
 SIGNING_KEY = "signkey-test-12345678"
 EVENT_KEY = "e2e-event-key"
 
@@ -96,3 +98,44 @@ def py_stack(
 @pytest.fixture
 def sw(py_stack: Stack) -> Stepwell:
     return py_stack.client
+
+
+def require_node() -> str:
+    """The ``node`` binary; skips the test when Node.js or the SDK app's packages are missing."""
+    node = shutil.which("node")
+    if node is None or not (NODE_APP / "node_modules" / "inngest").exists():
+        pytest.skip(
+            "Node.js or the Node SDK app's packages are not installed "
+            "(scripts/test runs `npm ci` when npm is present)"
+        )
+    return node
+
+
+def start_node_app(ex: ExitStack, script: str, server_url: str, logs: Path, **env: str) -> str:
+    """Start ``tests/e2e/apps/node_app/<script>`` against ``server_url``; its serve URL."""
+    node = require_node()
+    port = free_port()
+    ex.enter_context(
+        spawn(
+            [node, str(NODE_APP / script), "--port", str(port)],
+            port=port,
+            health="/healthz",
+            log=logs / f"{Path(script).stem}.log",
+            env=clean_env(
+                STEPWELL_URL=server_url, STEPWELL_E2E_LOG=str(logs / "steps.jsonl"), **env
+            ),
+        )
+    )
+    return f"http://127.0.0.1:{port}/api/inngest"
+
+
+@contextmanager
+def node_stack(db_url: str, logs: Path, script: str, app: str) -> Iterator[Stepwell]:
+    """A dev server on ``db_url`` and the Node app ``script`` (app id ``app``), synced."""
+    with ExitStack() as ex:
+        server = start_server(ex, db_url, logs)
+        url = start_node_app(ex, script, server.url, logs)
+        client = Stepwell(server.url, app=app)
+        ex.callback(client.close)
+        client.sync(url)
+        yield client

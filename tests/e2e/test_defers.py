@@ -11,47 +11,29 @@ without failing the run.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import pytest
 
 from domain.ids import deterministic_ulid, ulid_ms
 from tests.conftest import cloned_database
 from tests.e2e.client import Stepwell
-from tests.e2e.conftest import start_server
-from tests.processes import ROOT, clean_env, free_port, spawn
+from tests.e2e.conftest import node_stack
 
 pytestmark = pytest.mark.e2e
-NODE_APP = ROOT / "tests" / "e2e" / "apps" / "node_app"
 
 
 @pytest.fixture(scope="module")
 def sw(
     pg_admin_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stepwell]:
-    node = shutil.which("node")
-    if node is None or not (NODE_APP / "node_modules" / "inngest").exists():
-        pytest.skip("Node.js or the Node SDK app's packages are not installed")
     logs = tmp_path_factory.mktemp("defers")
-    with cloned_database(pg_admin_url, template_db) as db, ExitStack() as ex:
-        server = start_server(ex, db, logs)
-        port = free_port()
-        ex.enter_context(
-            spawn(
-                [node, str(NODE_APP / "defers.mjs"), "--port", str(port)],
-                port=port,
-                health="/healthz",
-                log=logs / "app.log",
-                env=clean_env(STEPWELL_URL=server.url),
-            )
-        )
-        client = Stepwell(server.url, app="e2e-defers")
-        ex.callback(client.close)
-        client.sync(f"http://127.0.0.1:{port}/api/inngest")
+    with (
+        cloned_database(pg_admin_url, template_db) as db,
+        node_stack(db, logs, "defers.mjs", "e2e-defers") as client,
+    ):
         yield client
 
 

@@ -2,49 +2,28 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import pytest
 
 from tests.conftest import cloned_database
 from tests.e2e.client import Stepwell
-from tests.e2e.conftest import start_server
-from tests.processes import ROOT, clean_env, free_port, spawn
+from tests.e2e.conftest import node_stack
 
 pytestmark = pytest.mark.e2e
-NODE_APP = ROOT / "tests" / "e2e" / "apps" / "node_app"
 
 
 @pytest.fixture(scope="module")
 def node(
     pg_admin_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stepwell]:
-    node_bin = shutil.which("node")
-    if node_bin is None or not (NODE_APP / "node_modules" / "inngest").exists():
-        pytest.skip(
-            "Node.js or the Node SDK app's packages are not installed "
-            "(scripts/test runs `npm ci` when npm is present)"
-        )
     logs = tmp_path_factory.mktemp("node")
-    with cloned_database(pg_admin_url, template_db) as db, ExitStack() as ex:
-        server = start_server(ex, db, logs)
-        port = free_port()
-        ex.enter_context(
-            spawn(
-                [node_bin, str(NODE_APP / "app.mjs"), "--port", str(port)],
-                port=port,
-                health="/healthz",
-                log=logs / "node_app.log",
-                env=clean_env(STEPWELL_URL=server.url, STEPWELL_E2E_LOG=str(logs / "steps.jsonl")),
-            )
-        )
-        client = Stepwell(server.url, app="e2e-node")
-        ex.callback(client.close)
-        client.sync(f"http://127.0.0.1:{port}/api/inngest")
+    with (
+        cloned_database(pg_admin_url, template_db) as db,
+        node_stack(db, logs, "app.mjs", "e2e-node") as client,
+    ):
         yield client
 
 

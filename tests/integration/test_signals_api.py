@@ -23,9 +23,9 @@ from app.settings import Settings
 from app.store.history import load_history
 from domain import commands as c
 from domain import history as h
-from domain.decide import SIGNAL_CONFLICT
 from domain.ids import new_run_id, new_ulid
 from domain.opcodes import OpsReported, parse_ops
+from domain.parking import SIGNAL_CONFLICT
 from domain.run import RunState, RunStatus, fold
 
 Client = AsyncTestClient[Litestar]

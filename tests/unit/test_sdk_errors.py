@@ -16,9 +16,10 @@ from app.drivers import http as driver
 from domain import commands as c
 from domain import history as h
 from domain.codec import decode, encode
-from domain.decide import INVOKE_TIMEOUT_ERROR, decide
+from domain.decide import decide
 from domain.effects import EmitEvent
 from domain.opcodes import CallFailed, OpsReported, parse_ops
+from domain.parking import INVOKE_TIMEOUT_ERROR
 from domain.run import RunStatus, fold
 from domain.sdk_errors import sdk_error, standard_error
 from tests.unit.test_run_state import T0, call, ctx, run_through, schedule

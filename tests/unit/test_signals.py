@@ -11,9 +11,10 @@ import pytest
 from domain import commands as c
 from domain import history as h
 from domain.codec import decode, encode
-from domain.decide import SIGNAL_CONFLICT, Decision, decide
+from domain.decide import Decision, decide
 from domain.effects import ClearPause, CreatePause, Enqueue, FinishRun
 from domain.opcodes import OpsReported, parse_ops
+from domain.parking import SIGNAL_CONFLICT
 from domain.queue import ItemKind
 from domain.run import RunState, RunStatus, fold
 from projections import traces as t

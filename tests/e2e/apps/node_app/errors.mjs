@@ -16,8 +16,7 @@
 //   step-fails     a step throws an Error (no retries); the body lets it escape
 //   non-retriable  a step throws NonRetriableError with a cause (retries: 2)
 
-import http from "node:http";
-import { parseArgs } from "node:util";
+import { listen } from "./listen.mjs";
 
 const origin = (process.env.STEPWELL_URL || "").replace(/\/+$/, "");
 if (origin) process.env.INNGEST_DEV = origin;
@@ -71,27 +70,4 @@ export const functions = [raises, stepFails, nonRetriable];
 
 const handler = serve({ client: inngest, functions, servePath: SERVE_PATH });
 
-function main() {
-  const { values } = parseArgs({
-    options: { port: { type: "string" }, host: { type: "string" } },
-  });
-  const port = Number(values.port ?? process.env.PORT ?? 3940);
-  const host = values.host ?? process.env.HOST ?? "127.0.0.1";
-  const server = http.createServer((req, res) => {
-    const path = (req.url || "").split("?")[0];
-    if (path === SERVE_PATH) return handler(req, res);
-    if (path === "/healthz") {
-      res.writeHead(200, { "content-type": "application/json" });
-      return res.end(JSON.stringify({ ok: true, app_id: APP_ID }));
-    }
-    res.writeHead(404).end();
-  });
-  server.listen(port, host, () => {
-    console.log(`${APP_ID} listening on http://${host}:${port}${SERVE_PATH}`);
-  });
-  const stop = () => server.close(() => process.exit(0));
-  process.on("SIGTERM", stop);
-  process.on("SIGINT", stop);
-}
-
-main();
+listen(handler, { appId: APP_ID });

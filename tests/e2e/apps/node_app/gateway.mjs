@@ -16,8 +16,7 @@
 //   ai     e2e/gw.node.ai     {provider: openai|anthropic|gemini, base_url, prompt}
 //          retries 2 => {out: <provider JSON>}
 
-import http from "node:http";
-import { parseArgs } from "node:util";
+import { listen } from "./listen.mjs";
 
 const origin = (process.env.STEPWELL_URL || "").replace(/\/+$/, "");
 if (origin) process.env.INNGEST_DEV = origin;
@@ -91,21 +90,4 @@ const handler = serve({
   servePath: SERVE_PATH,
 });
 
-const { values } = parseArgs({
-  options: { port: { type: "string" }, host: { type: "string" } },
-});
-const port = Number(values.port ?? process.env.PORT ?? 3940);
-const host = values.host ?? process.env.HOST ?? "127.0.0.1";
-const server = http.createServer((req, res) => {
-  const path = (req.url || "").split("?")[0];
-  if (path === SERVE_PATH) return handler(req, res);
-  if (path === "/healthz") {
-    res.writeHead(200, { "content-type": "application/json" });
-    return res.end(JSON.stringify({ ok: true, app_id: APP_ID }));
-  }
-  res.writeHead(404).end();
-});
-server.listen(port, host);
-const stop = () => server.close(() => process.exit(0));
-process.on("SIGTERM", stop);
-process.on("SIGINT", stop);
+listen(handler, { appId: APP_ID });

@@ -7,8 +7,7 @@
 // `step.run` an update rides on the step's op; outside a step the SDK posts it to
 // `POST /v1/runs/{runId}/metadata`.
 
-import http from "node:http";
-import { parseArgs } from "node:util";
+import { listen } from "./listen.mjs";
 
 const origin = (process.env.STEPWELL_URL || "").replace(/\/+$/, "");
 if (origin) process.env.INNGEST_DEV = origin;
@@ -52,14 +51,4 @@ const handler = serve({
   servePath: "/api/inngest",
 });
 
-const { values } = parseArgs({ options: { port: { type: "string" } } });
-const server = http.createServer((req, res) => {
-  const path = (req.url || "").split("?")[0];
-  if (path === "/api/inngest") return handler(req, res);
-  if (path === "/healthz") return res.writeHead(200).end("{}");
-  res.writeHead(404).end();
-});
-server.listen(Number(values.port ?? 3942), "127.0.0.1");
-const stop = () => server.close(() => process.exit(0));
-process.on("SIGTERM", stop);
-process.on("SIGINT", stop);
+listen(handler, { appId: "e2e-metadata" });
