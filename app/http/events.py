@@ -57,6 +57,9 @@ SEED_HEADER = "x-inngest-event-id-seed"
 #: burst of them waits holding only its bytes.  The body is read before waiting, so a client
 #: that sends slowly never holds a turn.
 LARGE_BODY_BYTES = MAX_EVENT_BYTES
+#: ``/invoke`` carries one event (at most ``MAX_EVENT_BYTES`` once compacted): its body may be
+#: twice that, whitespace included, and is refused with 413 before it is read past the limit.
+INVOKE_MAX_BODY_BYTES = 2 * MAX_EVENT_BYTES
 LARGE_BODIES_AT_ONCE = 2
 INVALID_BODY = "Request body must contain an event object or an array of event objects"
 #: What msgspec raises for a body that is not JSON: also invalid UTF-8 and too-deep nesting.
@@ -167,7 +170,7 @@ async def _accept(
 
 @post(
     "/invoke/{slug:str}",
-    request_max_body_size=MAX_BODY_BYTES,
+    request_max_body_size=INVOKE_MAX_BODY_BYTES,
     status_code=200,
     responses=error_responses(400, 401, 404, 413, 503),
     opt={RETRY_NOTE: INVOKE_RETRY_NOTE},

@@ -24,6 +24,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from app.http import cancellations
+from app.http.events import INVOKE_MAX_BODY_BYTES
 from app.main import create_app
 from app.settings import Settings
 from domain.events import MAX_BODY_BYTES
@@ -235,7 +236,7 @@ async def test_malformed_events_are_refused_with_400_and_nothing_is_stored(
         jcase("invoke: NUL in data", "POST", "/invoke/seed-fn", {"data": {"x": NUL}}),
         jcase("invoke: NUL in the slug", "POST", "/invoke/%00", {}, statuses=s(400, 404)),
         jcase("invoke: unknown function", "POST", "/invoke/no-such-fn", {"data": {}}, statuses=s(404)),
-        Case("invoke: body over 32 MiB", "POST", "/invoke/seed-fn", b"{" + b" " * (33 * MIB) + b"}", statuses=s(413)),
+        Case("invoke: body over 6 MiB", "POST", "/invoke/seed-fn", b"{" + b" " * (7 * MIB) + b"}", statuses=s(413)),
     ]  # fmt: skip
     await check(dev, db_url, cases)
 
@@ -374,7 +375,7 @@ async def test_self_hosted_with_a_valid_bearer_still_refuses_bad_input(
 #: Every route with a body, and its limit (``/fn/register`` has Litestar's default).
 BODY_LIMITS = {
     "/e/dev": MAX_BODY_BYTES,
-    "/invoke/seed-fn": MAX_BODY_BYTES,
+    "/invoke/seed-fn": INVOKE_MAX_BODY_BYTES,
     "/fn/register": 10_000_000,
     "/v1/cancellations": cancellations.MAX_BODY_BYTES,
 }
